@@ -13,6 +13,14 @@
 #include <string.h>
 #include <time.h>
 
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+#define HAVE_ASAN 1
+#include <sanitizer/asan_interface.h>
+#endif
+
 #define STEADY_ROUNDS 1000000
 #define FANOUT 1000
 
@@ -163,6 +171,26 @@ Test(page, freed_pages_are_reused_without_jemalloc)
     cr_assert_eq(stats(a).pages_cached, 0);
     mcq_view_unref(&v);
     cr_assert_eq(mcq_arena_destroy(a), 0);
+}
+
+Test(page, a_released_page_traps_under_asan_until_reused)
+{
+#ifdef HAVE_ASAN
+    struct mcq_arena *a = arena_new(0);
+    struct mcq_view v;
+    cr_assert_eq(mcq_page_alloc(a, 1000, &v), 0);
+    const uint8_t *data = mcq_view_data(&v);
+    cr_assert_null(__asan_region_is_poisoned((void *)data, 1024));
+    mcq_view_unref(&v);
+    cr_assert(__asan_address_is_poisoned(data), "a view used after its last unref traps");
+    cr_assert_eq(mcq_page_alloc(a, 1000, &v), 0);
+    cr_assert_eq(mcq_view_data(&v), data);
+    cr_assert_null(__asan_region_is_poisoned((void *)data, 1024));
+    mcq_view_unref(&v);
+    cr_assert_eq(mcq_arena_destroy(a), 0);
+#else
+    cr_skip_test("not an ASan build");
+#endif
 }
 
 Test(page, large_pages_go_back_to_jemalloc)
@@ -407,10 +435,13 @@ Test(page, cross_arena_steady_state_allocates_nothing, .timeout = 60)
  * random order, and the remote-free hook posts pages home, where the owner reclaims them. */
 
 #define STORM_SHARDS 4
-#define STORM_ROUNDS 3000
+#define STORM_ROUNDS 10000
 #define STORM_FANOUT_MAX 64
 #define STORM_MAX_HOPS 2
 #define STORM_DEADLINE_S 60
+/* Views each producer keeps for a while, so homecomings and remote releases also meet
+ * pages whose owner still holds them. */
+#define STORM_HELD 8
 
 enum storm_kind { STORM_DATA, STORM_RECLAIM };
 
@@ -428,10 +459,11 @@ struct storm_shard {
     unsigned id;
     unsigned rng;
     struct mcq_arena *arena;
+    struct mcq_view held[STORM_HELD];
     /* Results, read by the main thread after join. */
     unsigned errors;
     bool timed_out;
-    uint64_t imports, drops, passes, homecomings, reclaims;
+    uint64_t imports, drops, passes, homecomings, homecomings_held, reclaims;
     struct mcq_arena_stats final;
     int destroy_rc;
 };
@@ -531,8 +563,14 @@ static void storm_handle_data(struct storm_shard *sh, struct storm_msg *m)
         return;
     }
     sh->imports++;
-    if (m->owner == sh->id)
+    if (m->owner == sh->id) {
         sh->homecomings++;
+        for (unsigned i = 0; i < STORM_HELD; i++)
+            if (sh->held[i].ref == in.ref) {
+                sh->homecomings_held++;
+                break;
+            }
+    }
     if (!storm_bytes_ok(&in, m->fill))
         sh->errors++;
     unsigned n = 1 + storm_rand(sh, STORM_FANOUT_MAX);
@@ -625,7 +663,9 @@ static void storm_produce(struct storm_shard *sh, unsigned round)
             if (to == first || (to != sh->id && storm_rand(sh, 2)))
                 storm_export(sh, &views[k], to, fill, sh->id, 0);
     }
-    mcq_view_unref(&v);
+    struct mcq_view *slot = &sh->held[storm_rand(sh, STORM_HELD)];
+    mcq_view_unref(slot);
+    *slot = v;
     storm_release_shuffled(sh, views, 2);
 }
 
@@ -642,6 +682,8 @@ static void *storm_thread(void *arg)
         storm_produce(sh, r);
         storm_serve(sh, false);
     }
+    for (unsigned i = 0; i < STORM_HELD; i++)
+        mcq_view_unref(&sh->held[i]);
     pthread_mutex_lock(&st->lock);
     st->producing--;
     storm_check_done(st);
@@ -670,7 +712,8 @@ Test(page, cross_shard_storm_returns_every_page_to_its_owner, .timeout = 120)
     for (unsigned i = 0; i < STORM_SHARDS; i++)
         cr_assert_eq(pthread_join(threads[i], NULL), 0);
 
-    uint64_t imports = 0, drops = 0, passes = 0, homecomings = 0, remote = 0, reclaims = 0;
+    uint64_t imports = 0, drops = 0, passes = 0, homecomings = 0, held = 0, remote = 0;
+    uint64_t reclaims = 0;
     for (unsigned i = 0; i < STORM_SHARDS; i++) {
         struct storm_shard *sh = &st.shards[i];
         cr_assert_eq(sh->errors, 0, "shard %u", i);
@@ -685,14 +728,21 @@ Test(page, cross_shard_storm_returns_every_page_to_its_owner, .timeout = 120)
         drops += sh->drops;
         passes += sh->passes;
         homecomings += sh->homecomings;
+        held += sh->homecomings_held;
         remote += sh->final.remote_frees_total;
         reclaims += sh->reclaims;
     }
+    cr_log_info("storm: imports %llu drops %llu passes %llu homecomings %llu (to a held page "
+                "%llu) remote frees %llu",
+                (unsigned long long)imports, (unsigned long long)drops, (unsigned long long)passes,
+                (unsigned long long)homecomings, (unsigned long long)held,
+                (unsigned long long)remote);
     cr_assert_eq(reclaims, remote, "every hook call was reclaimed by the owner");
     cr_assert_gt(imports, STORM_SHARDS * STORM_ROUNDS);
     cr_assert_gt(drops, 0);
     cr_assert_gt(passes, 0);
     cr_assert_gt(homecomings, 0);
+    cr_assert_gt(held, 0);
     for (unsigned i = 0; i < STORM_SHARDS; i++)
         pthread_cond_destroy(&st.wake[i]);
     pthread_mutex_destroy(&st.lock);

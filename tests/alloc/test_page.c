@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 
 #include "alloc/arena.h"
+#include "alloc/arena_impl.h"
 #include "alloc/page.h"
 
 #include <errno.h>
@@ -212,6 +213,23 @@ Test(page, large_pages_go_back_to_jemalloc)
     cr_assert_eq(s2.backend_frees, s0.backend_frees + 1);
     cr_assert_eq(s2.backend_bytes, s0.backend_bytes);
     cr_assert_eq(s2.pages_cached, s0.pages_cached, "large pages are not cached");
+    cr_assert_eq(mcq_arena_destroy(a), 0);
+}
+
+Test(page, the_free_list_is_bounded)
+{
+    enum { BURST = MCQ_PAGE_CACHE_MAX_BYTES / MCQ_PAGE_SIZE + 100 };
+    struct mcq_arena *a = arena_new(0);
+    static struct mcq_view burst[BURST];
+    for (int i = 0; i < BURST; i++)
+        cr_assert_eq(mcq_page_alloc(a, MCQ_PAGE_SIZE, &burst[i]), 0);
+    struct mcq_arena_stats s0 = stats(a);
+    for (int i = 0; i < BURST; i++)
+        mcq_view_unref(&burst[i]);
+    struct mcq_arena_stats s1 = stats(a);
+    cr_assert_eq(s1.pages_cached, MCQ_PAGE_CACHE_MAX_BYTES / MCQ_PAGE_SIZE);
+    cr_assert_eq(s1.backend_frees - s0.backend_frees, 100, "the rest went back to jemalloc");
+    cr_assert_eq(s0.backend_bytes - s1.backend_bytes, 100ull * MCQ_PAGE_SIZE);
     cr_assert_eq(mcq_arena_destroy(a), 0);
 }
 

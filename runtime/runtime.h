@@ -86,6 +86,9 @@ struct mcq_shard_stats {
     uint64_t connections; /* open connections owned by the shard */
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t mem_bytes;            /* arena: bytes in use (pages, slabs, tables) */
+    uint64_t mem_pages;            /* arena: message pages in use */
+    uint64_t remote_frees_pending; /* arena: pages released elsewhere, not yet home */
 };
 
 /* Snapshot of shard `id`'s counters. Any thread. 0 or -EINVAL. */

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc/arena.h"
+#include "alloc/page.h"
 #include "runtime/log.h"
 #include "runtime/topology.h"
 
@@ -68,6 +70,7 @@ struct mcq_shard *mcq_shard_current(void)
 void mcq_shard_set_current(struct mcq_shard *sh)
 {
     current_shard = sh;
+    mcq_arena_set_current(sh ? sh->arena : NULL);
 }
 
 unsigned mcq_shard_id(const struct mcq_shard *sh)
@@ -138,6 +141,13 @@ int mcq_runtime_stats(const struct mcq_runtime *rt, unsigned id, struct mcq_shar
         if (src != id)
             occ += mcq_spsc_size_approx(mcq_mesh_ring((struct mcq_runtime *)rt, src, id));
     out->ring_occupancy = occ;
+    if (sh->arena) {
+        struct mcq_arena_stats as;
+        mcq_arena_stats(sh->arena, &as);
+        out->mem_bytes = as.bytes_in_use;
+        out->mem_pages = as.pages_in_use;
+        out->remote_frees_pending = as.remote_frees_pending;
+    }
     return 0;
 }
 
@@ -418,9 +428,11 @@ static void sleep_until_event(struct mcq_shard *sh)
     atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
 }
 
+/* Stopped shards may leave entries parked towards other shards (whose threads may be gone
+ * already): the final drain delivers those after every thread has joined. */
 static bool quiescent(struct mcq_shard *sh)
 {
-    return sh->stopping && sh->inflight == 0 && !sh->deferred && !mcq_mesh_pending(sh);
+    return sh->stopping && sh->inflight == 0 && !sh->deferred && !sh->parked[sh->id].len;
 }
 
 static void shard_loop(struct mcq_shard *sh)
@@ -449,7 +461,10 @@ static void shard_loop(struct mcq_shard *sh)
         if (sh->parked[sh->id].len)
             continue;
         if (mcq_mesh_pending(sh)) {
-            /* Only entries parked behind a full ring: give its consumer the CPU. */
+            /* Only entries parked behind a full ring: keep our own I/O moving (with
+             * DEFER_TASKRUN nothing completes unless we enter the kernel) and give the
+             * ring's consumer the CPU. */
+            io_uring_submit_and_get_events(&sh->ring);
             sched_yield();
             continue;
         }
@@ -511,19 +526,44 @@ static int start_wait_all(struct mcq_runtime *rt)
     return err;
 }
 
+static void reclaim_page(struct mcq_shard *sh, void *page)
+{
+    int rc = mcq_page_reclaim(sh->arena, page);
+    if (rc < 0)
+        mcq_log_error("page reclaim refused: %s", strerror(-rc));
+}
+
+/* The arena's remote-free hook: a page of `ctx`'s arena lost its last reference on another
+ * thread. Send it home; the control path never refuses, so the page is never lost. */
+static void send_page_home(void *ctx, struct mcq_arena *owner, struct mcq_page *page)
+{
+    (void)owner;
+    struct mcq_shard *home = ctx;
+    struct mcq_shard *here = current_shard;
+    int rc = here ? mcq_shard_submit_ctl(here, home->id, reclaim_page, page)
+                  : mcq_runtime_post(home->rt, home->id, reclaim_page, page);
+    if (rc < 0)
+        mcq_log_error("cannot send a page home to shard %u: %s", home->id, strerror(-rc));
+}
+
 static void *shard_main(void *arg)
 {
     struct mcq_shard *sh = arg;
     struct mcq_runtime *rt = sh->rt;
-    current_shard = sh;
     mcq_log_attach_thread(sh->id);
     int rc = 0;
     if (rt->cfg.pin) {
         rc = mcq_topology_pin_thread(rt->topo, sh->id);
         if (rc < 0)
             mcq_log_warn("cannot pin shard %u: %s", sh->id, strerror(-rc));
-        rc = 0;
     }
+    /* After pinning, so the arena's memory is first touched on this core's node. */
+    rc = mcq_arena_create(sh->id, &sh->arena);
+    if (rc == 0)
+        rc = mcq_arena_set_remote_free(sh->arena, send_page_home, sh);
+    if (rc < 0)
+        mcq_log_error("shard %u: arena setup failed: %s", sh->id, strerror(-rc));
+    mcq_shard_set_current(sh);
     /* Created here, after pinning: DEFER_TASKRUN rings may only be entered by their creator,
      * and the incoming rings' memory is first touched on this shard's node. */
     rc = ring_init(sh, rt->cfg.uring_entries);
@@ -541,6 +581,7 @@ static void *shard_main(void *arg)
     }
     start_report(rt, rc);
     if (start_wait_all(rt) != 0) {
+        mcq_shard_set_current(NULL);
         mcq_log_detach_thread();
         return NULL;
     }
@@ -548,8 +589,8 @@ static void *shard_main(void *arg)
     arm_post_read(sh);
     shard_loop(sh);
     sh->exited = true;
+    mcq_shard_set_current(NULL);
     mcq_log_detach_thread();
-    current_shard = NULL;
     return NULL;
 }
 
@@ -572,6 +613,15 @@ static void shard_free(struct mcq_shard *sh)
         p = next;
     }
     free(sh->heap);
+    if (sh->arena) {
+        /* Every shard thread is gone and the final drain ran: this thread is the owner. */
+        mcq_arena_set_current(sh->arena);
+        int rc = mcq_arena_destroy(sh->arena);
+        if (rc < 0)
+            mcq_log_error("shard %u: memory still referenced at shutdown (%s)", sh->id,
+                          strerror(-rc));
+        mcq_arena_set_current(NULL);
+    }
     pthread_mutex_destroy(&sh->post_lock);
     free(sh);
 }

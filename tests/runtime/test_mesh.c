@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc/page.h"
 #include "runtime/runtime.h"
 #include "wait_util.h"
 
@@ -186,4 +187,121 @@ Test(mesh, broadcast_runs_once_on_every_shard, .timeout = 60)
     mcq_runtime_destroy(rt);
     for (unsigned i = 0; i < 5; i++)
         cr_assert_eq(atomic_load(&bc.seen[i]), 1);
+}
+
+/* --- pages cross shards through the real mesh and all come home --------------------- */
+
+#define STORM_SHARDS 4
+#ifdef __SANITIZE_THREAD__
+#define STORM_PER_SHARD 5000u
+#else
+#define STORM_PER_SHARD 20000u
+#endif
+#define STORM_CHUNK 64u
+#define STORM_MAX_FANOUT 32u
+
+struct storm_msg {
+    struct mcq_export x;
+    unsigned hops;
+};
+
+static struct {
+    uint32_t sent[STORM_SHARDS];
+    uint32_t rng[STORM_SHARDS];
+    struct mcq_view kept[STORM_SHARDS]; /* the sender sometimes keeps a reference a while */
+    struct test_event done;
+} storm;
+
+static uint32_t storm_rand(unsigned id)
+{
+    uint32_t x = storm.rng[id];
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return storm.rng[id] = x;
+}
+
+static void storm_recv(struct mcq_shard *sh, void *arg);
+
+static void storm_forward(struct mcq_shard *sh, const struct mcq_view *v, unsigned hops)
+{
+    unsigned id = mcq_shard_id(sh);
+    struct storm_msg *m = malloc(sizeof(*m));
+    cr_assert_not_null(m);
+    m->hops = hops;
+    cr_assert_eq(mcq_view_export(v, &m->x), 0);
+    unsigned to = (id + 1 + storm_rand(id) % (STORM_SHARDS - 1)) % STORM_SHARDS;
+    cr_assert_eq(mcq_shard_submit_ctl(sh, to, storm_recv, m), 0);
+}
+
+static void storm_recv(struct mcq_shard *sh, void *arg)
+{
+    struct storm_msg *m = arg;
+    unsigned id = mcq_shard_id(sh);
+    struct mcq_view v;
+    cr_assert_eq(mcq_view_import(mcq_shard_arena(sh), &m->x, &v), 0);
+    unsigned hops = m->hops;
+    free(m);
+    /* Fan out locally: many plain references behind the one atomic reference. */
+    struct mcq_view fan[STORM_MAX_FANOUT];
+    unsigned n = 1 + storm_rand(id) % STORM_MAX_FANOUT;
+    for (unsigned i = 0; i < n; i++)
+        fan[i] = mcq_view_ref(&v);
+    if (hops < 2 && storm_rand(id) % 4 == 0)
+        storm_forward(sh, &v, hops + 1);
+    for (unsigned i = n; i > 0; i--)
+        mcq_view_unref(&fan[i - 1]);
+    mcq_view_unref(&v);
+}
+
+static void storm_send(struct mcq_shard *sh, void *arg)
+{
+    (void)arg;
+    unsigned id = mcq_shard_id(sh);
+    for (unsigned i = 0; i < STORM_CHUNK && storm.sent[id] < STORM_PER_SHARD; i++) {
+        struct mcq_view v;
+        size_t size = 16 + storm_rand(id) % 60000;
+        cr_assert_eq(mcq_page_alloc(mcq_shard_arena(sh), size, &v), 0);
+        mcq_view_mut(&v)[0] = (uint8_t)id;
+        storm_forward(sh, &v, 0);
+        if (storm_rand(id) % 8 == 0) {
+            mcq_view_unref(&storm.kept[id]);
+            storm.kept[id] = v;
+        } else {
+            mcq_view_unref(&v);
+        }
+        storm.sent[id]++;
+    }
+    if (storm.sent[id] < STORM_PER_SHARD) {
+        cr_assert_eq(mcq_shard_submit_ctl(sh, id, storm_send, NULL), 0);
+        return;
+    }
+    mcq_view_unref(&storm.kept[id]);
+    test_event_signal(&storm.done);
+}
+
+Test(mesh, pages_sent_across_shards_all_return_to_their_owner, .timeout = TEST_TIMEOUT_S)
+{
+    memset(&storm, 0, sizeof(storm));
+    test_event_init(&storm.done);
+    for (unsigned i = 0; i < STORM_SHARDS; i++)
+        storm.rng[i] = 2463534242u + i;
+    struct mcq_runtime *rt = new_runtime(STORM_SHARDS);
+    struct mcq_shard_stats before[STORM_SHARDS];
+    for (unsigned i = 0; i < STORM_SHARDS; i++)
+        cr_assert_eq(mcq_runtime_stats(rt, i, &before[i]), 0);
+    for (unsigned i = 0; i < STORM_SHARDS; i++)
+        cr_assert_eq(mcq_runtime_post(rt, i, storm_send, NULL), 0);
+    cr_assert(test_event_wait(&storm.done, STORM_SHARDS, TEST_TIMEOUT_S - 10));
+    mcq_runtime_stop(rt);
+    cr_assert_eq(mcq_runtime_run(rt), 0);
+    for (unsigned i = 0; i < STORM_SHARDS; i++) {
+        struct mcq_shard_stats st;
+        cr_assert_eq(mcq_runtime_stats(rt, i, &st), 0);
+        cr_assert_eq(st.mem_pages, 0, "shard %u still has %llu pages out", i,
+                     (unsigned long long)st.mem_pages);
+        cr_assert_eq(st.remote_frees_pending, 0);
+        cr_assert_eq(st.mem_bytes, before[i].mem_bytes, "shard %u arena did not shrink back", i);
+    }
+    mcq_runtime_destroy(rt);
 }

@@ -1,0 +1,751 @@
+#include "runtime/shard_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/log.h"
+#include "runtime/topology.h"
+
+#define CQE_BATCH 256          /* completions reaped per loop turn */
+#define MESH_BUDGET 256        /* entries drained per source ring per turn */
+#define CQ_PER_SQ 8            /* multishot ops post many CQEs per SQE */
+#define DEFAULT_URING_ENTRIES 256
+#define DEFAULT_MESH_CAPACITY 1024
+#define DEFAULT_MESH_OVERFLOW 65536
+#define NSEC_PER_USEC 1000ull
+#define NSEC_PER_SEC 1000000000ull
+
+/* user_data values that are not ops (ops are pointers, never this small). */
+#define UD_WAKE 1     /* a doorbell CQE posted into our ring by another shard's MSG_RING */
+#define UD_MSG_SENT 2 /* our own MSG_RING SQE; its CQE only appears on failure */
+
+static _Thread_local struct mcq_shard *current_shard;
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned env_unsigned(const char *name, unsigned dflt)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    unsigned long x = strtoul(v, &end, 10);
+    return *end ? dflt : (unsigned)x;
+}
+
+struct mcq_config mcq_config_default(void)
+{
+    return (struct mcq_config){
+        .shards = env_unsigned("MCQ_SHARDS", 0),
+        .spin_us = env_unsigned("MCQ_SPIN_US", 0),
+        .uring_entries = DEFAULT_URING_ENTRIES,
+        .mesh_capacity = DEFAULT_MESH_CAPACITY,
+        .mesh_overflow_max = DEFAULT_MESH_OVERFLOW,
+        .pin = true,
+    };
+}
+
+struct mcq_shard *mcq_shard_current(void)
+{
+    return current_shard;
+}
+
+void mcq_shard_set_current(struct mcq_shard *sh)
+{
+    current_shard = sh;
+}
+
+unsigned mcq_shard_id(const struct mcq_shard *sh)
+{
+    return sh->id;
+}
+
+struct mcq_runtime *mcq_shard_runtime(const struct mcq_shard *sh)
+{
+    return sh->rt;
+}
+
+uint64_t mcq_shard_now_ns(const struct mcq_shard *sh)
+{
+    return sh->now_ns;
+}
+
+struct mcq_arena *mcq_shard_arena(struct mcq_shard *sh)
+{
+    return sh->arena;
+}
+
+struct io_uring *mcq_shard_ring(struct mcq_shard *sh)
+{
+    return &sh->ring;
+}
+
+bool mcq_shard_stopping(const struct mcq_shard *sh)
+{
+    return sh->stopping;
+}
+
+void *mcq_shard_slot(struct mcq_shard *sh, enum mcq_shard_slot slot)
+{
+    return sh->slots[slot];
+}
+
+void mcq_shard_set_slot(struct mcq_shard *sh, enum mcq_shard_slot slot, void *state)
+{
+    sh->slots[slot] = state;
+}
+
+void mcq_shard_stat_add(struct mcq_shard *sh, enum mcq_stat_field f, int64_t delta)
+{
+    switch (f) {
+    case MCQ_STAT_CONNECTIONS:
+        MCQ_STAT_ADD(sh, connections, (uint64_t)delta);
+        break;
+    case MCQ_STAT_BYTES_IN:
+        MCQ_STAT_ADD(sh, bytes_in, (uint64_t)delta);
+        break;
+    case MCQ_STAT_BYTES_OUT:
+        MCQ_STAT_ADD(sh, bytes_out, (uint64_t)delta);
+        break;
+    }
+}
+
+int mcq_runtime_stats(const struct mcq_runtime *rt, unsigned id, struct mcq_shard_stats *out)
+{
+    if (!rt || id >= rt->n || !out)
+        return -EINVAL;
+    struct mcq_shard *sh = rt->shards[id];
+    uint64_t *dst = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+        dst[i] = atomic_load_explicit(&sh->stats.v[i], memory_order_relaxed);
+    uint64_t occ = 0;
+    for (unsigned src = 0; src < rt->n; src++)
+        if (src != id)
+            occ += mcq_spsc_size_approx(mcq_mesh_ring((struct mcq_runtime *)rt, src, id));
+    out->ring_occupancy = occ;
+    return 0;
+}
+
+unsigned mcq_runtime_shard_count(const struct mcq_runtime *rt)
+{
+    return rt->n;
+}
+
+/* --- SQEs, deferred work, stop hooks -------------------------------------------------- */
+
+static struct io_uring_sqe *get_sqe(struct mcq_shard *sh)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
+    if (!sqe) {
+        int rc = io_uring_submit(&sh->ring);
+        if (rc < 0) {
+            mcq_log_error("io_uring_submit failed while the SQ was full: %s", strerror(-rc));
+            return NULL;
+        }
+        sqe = io_uring_get_sqe(&sh->ring);
+    }
+    return sqe;
+}
+
+struct io_uring_sqe *mcq_shard_sqe(struct mcq_shard *sh, struct mcq_op *op)
+{
+    if (sh->exited)
+        return NULL;
+    struct io_uring_sqe *sqe = get_sqe(sh);
+    if (!sqe)
+        return NULL;
+    io_uring_sqe_set_data(sqe, op);
+    sh->inflight++;
+    return sqe;
+}
+
+int mcq_shard_submit_now(struct mcq_shard *sh)
+{
+    int rc = io_uring_submit(&sh->ring);
+    return rc < 0 ? rc : 0;
+}
+
+void mcq_shard_defer(struct mcq_shard *sh, struct mcq_deferred *d)
+{
+    if (d->_queued)
+        return;
+    d->_queued = true;
+    d->_next = sh->deferred;
+    sh->deferred = d;
+}
+
+void mcq_shard_undefer(struct mcq_shard *sh, struct mcq_deferred *d)
+{
+    if (!d->_queued)
+        return;
+    for (struct mcq_deferred **p = &sh->deferred; *p; p = &(*p)->_next) {
+        if (*p == d) {
+            *p = d->_next;
+            break;
+        }
+    }
+    d->_queued = false;
+}
+
+static unsigned run_deferred(struct mcq_shard *sh)
+{
+    unsigned n = 0;
+    /* Items may queue more items (or themselves) while running: take the list each round. */
+    while (sh->deferred) {
+        struct mcq_deferred *list = sh->deferred;
+        sh->deferred = NULL;
+        while (list) {
+            struct mcq_deferred *d = list;
+            list = d->_next;
+            d->_queued = false;
+            d->run(sh, d);
+            n++;
+        }
+    }
+    return n;
+}
+
+void mcq_shard_add_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    h->_next = sh->stop_hooks;
+    sh->stop_hooks = h;
+}
+
+void mcq_shard_remove_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    for (struct mcq_stop_hook **p = &sh->stop_hooks; *p; p = &(*p)->_next) {
+        if (*p == h) {
+            *p = h->_next;
+            return;
+        }
+    }
+}
+
+/* --- posts from non-shard threads ------------------------------------------------------ */
+
+static void arm_post_read(struct mcq_shard *sh);
+
+static void post_read_done(struct mcq_shard *sh, struct mcq_op *op, const struct io_uring_cqe *cqe)
+{
+    (void)op;
+    if (cqe->res < 0 && cqe->res != -ECANCELED)
+        mcq_log_error("post eventfd read failed: %s", strerror(-cqe->res));
+    if (!sh->stopping)
+        arm_post_read(sh);
+}
+
+static void arm_post_read(struct mcq_shard *sh)
+{
+    struct io_uring_sqe *sqe = mcq_shard_sqe(sh, &sh->post_op);
+    if (sqe)
+        io_uring_prep_read(sqe, sh->post_fd, &sh->post_buf, sizeof(sh->post_buf), 0);
+}
+
+int mcq_runtime_post(struct mcq_runtime *rt, unsigned to, mcq_task_fn fn, void *arg)
+{
+    if (!rt || to >= rt->n || !fn)
+        return -EINVAL;
+    struct mcq_shard *sh = rt->shards[to];
+    struct mcq_post *p = malloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->fn = fn;
+    p->arg = arg;
+    p->next = NULL;
+    pthread_mutex_lock(&sh->post_lock);
+    *sh->posts_tail = p;
+    sh->posts_tail = &p->next;
+    pthread_mutex_unlock(&sh->post_lock);
+    atomic_store_explicit(&sh->posts_pending, 1, memory_order_seq_cst);
+    uint64_t one = 1;
+    /* The eventfd read armed in the shard's ring completes and ends any sleep. */
+    if (write(sh->post_fd, &one, sizeof(one)) != sizeof(one))
+        return -errno;
+    return 0;
+}
+
+static unsigned run_posts(struct mcq_shard *sh)
+{
+    if (!atomic_load_explicit(&sh->posts_pending, memory_order_acquire))
+        return 0;
+    atomic_store_explicit(&sh->posts_pending, 0, memory_order_seq_cst);
+    pthread_mutex_lock(&sh->post_lock);
+    struct mcq_post *list = sh->posts;
+    sh->posts = NULL;
+    sh->posts_tail = &sh->posts;
+    pthread_mutex_unlock(&sh->post_lock);
+    unsigned n = 0;
+    while (list) {
+        struct mcq_post *p = list;
+        list = p->next;
+        p->fn(sh, p->arg);
+        free(p);
+        n++;
+    }
+    return n;
+}
+
+/* --- the loop ------------------------------------------------------------------------- */
+
+static unsigned reap_cqes(struct mcq_shard *sh)
+{
+    struct io_uring_cqe batch[CQE_BATCH];
+    unsigned n = 0, head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe(&sh->ring, head, cqe)
+    {
+        batch[n++] = *cqe;
+        if (n == CQE_BATCH)
+            break;
+    }
+    if (n == 0)
+        return 0;
+    /* Copy out, then release the CQ slots before running callbacks, so callbacks may
+     * submit and the kernel may post without the CQ filling up under us. */
+    io_uring_cq_advance(&sh->ring, n);
+    MCQ_STAT_ADD(sh, cqes, n);
+    for (unsigned i = 0; i < n; i++) {
+        const struct io_uring_cqe *c = &batch[i];
+        if (c->user_data == UD_WAKE) {
+            MCQ_STAT_ADD(sh, wakeups_recv, 1);
+            continue;
+        }
+        if (c->user_data == UD_MSG_SENT) {
+            mcq_log_error("doorbell MSG_RING failed: %s", strerror(-c->res));
+            continue;
+        }
+        struct mcq_op *op = (struct mcq_op *)(uintptr_t)c->user_data;
+        if (!(c->flags & IORING_CQE_F_MORE))
+            sh->inflight--;
+        op->complete(sh, op, c);
+    }
+    return n;
+}
+
+/* Rings `to`'s doorbell from shard `from`; wakes it if it announced sleep. */
+void mcq_shard_ring_doorbell(struct mcq_shard *from, struct mcq_shard *to);
+void mcq_shard_ring_doorbell(struct mcq_shard *from, struct mcq_shard *to)
+{
+    uint64_t bit = 1ull << (from->id % 64);
+    _Atomic uint64_t *word = &to->doorbell[from->id / 64];
+    /* The read-modify-write (or the fence) orders our published entries before the read of
+     * `sleeping`; the consumer orders its store of `sleeping` before re-reading the
+     * doorbell. One of the two sees the other, so no wakeup is lost. */
+    if (atomic_load_explicit(word, memory_order_relaxed) & bit)
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_fetch_or_explicit(word, bit, memory_order_seq_cst);
+    if (!atomic_load_explicit(&to->sleeping, memory_order_seq_cst))
+        return;
+    if (!atomic_exchange_explicit(&to->sleeping, 0, memory_order_seq_cst))
+        return;
+    if (to->id == from->id)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(from);
+    if (!sqe) {
+        mcq_log_error("no SQE to wake shard %u", to->id);
+        return;
+    }
+    io_uring_prep_msg_ring(sqe, to->ring_fd, 0, UD_WAKE, 0);
+    io_uring_sqe_set_data64(sqe, UD_MSG_SENT);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_submit(&from->ring);
+    MCQ_STAT_ADD(from, wakeups_sent, 1);
+}
+
+static bool doorbell_pending(struct mcq_shard *sh)
+{
+    for (unsigned w = 0; w < MCQ_DOORBELL_WORDS; w++)
+        if (atomic_load_explicit(&sh->doorbell[w], memory_order_seq_cst))
+            return true;
+    return false;
+}
+
+static void begin_stop(struct mcq_shard *sh)
+{
+    sh->stopping = true;
+    /* Hooks may remove themselves; take the list first. */
+    struct mcq_stop_hook *h = sh->stop_hooks;
+    while (h) {
+        struct mcq_stop_hook *next = h->_next;
+        h->run(sh, h);
+        h = next;
+    }
+    struct io_uring_sqe *sqe = get_sqe(sh);
+    if (sqe) {
+        io_uring_prep_cancel(sqe, &sh->post_op, 0);
+        io_uring_sqe_set_data64(sqe, UD_MSG_SENT);
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    }
+}
+
+static void sleep_until_event(struct mcq_shard *sh)
+{
+    atomic_store_explicit(&sh->sleeping, 1, memory_order_seq_cst);
+    if (doorbell_pending(sh) || atomic_load_explicit(&sh->posts_pending, memory_order_seq_cst) ||
+        mcq_mesh_pending(sh)) {
+        atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+        return;
+    }
+    struct __kernel_timespec ts, *tsp = NULL;
+    uint64_t next = mcq_timers_next(sh);
+    if (next != UINT64_MAX) {
+        uint64_t now = monotonic_ns();
+        uint64_t d = next > now ? next - now : 0;
+        ts.tv_sec = (long long)(d / NSEC_PER_SEC);
+        ts.tv_nsec = (long long)(d % NSEC_PER_SEC);
+        tsp = &ts;
+    }
+    MCQ_STAT_ADD(sh, sleeps, 1);
+    struct io_uring_cqe *cqe;
+    int rc = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, tsp, NULL);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+        mcq_log_error("io_uring wait failed: %s", strerror(-rc));
+    atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+}
+
+static bool quiescent(struct mcq_shard *sh)
+{
+    return sh->stopping && sh->inflight == 0 && !sh->deferred && !mcq_mesh_pending(sh);
+}
+
+static void shard_loop(struct mcq_shard *sh)
+{
+    struct mcq_runtime *rt = sh->rt;
+    uint64_t spin_ns = (uint64_t)rt->cfg.spin_us * NSEC_PER_USEC;
+    uint64_t idle_since = monotonic_ns();
+    for (;;) {
+        sh->now_ns = monotonic_ns();
+        MCQ_STAT_ADD(sh, turns, 1);
+        if (!sh->stopping && atomic_load_explicit(&rt->stop_requested, memory_order_acquire))
+            begin_stop(sh);
+        unsigned work = reap_cqes(sh);
+        work += (unsigned)mcq_mesh_drain(sh, MESH_BUDGET);
+        work += run_posts(sh);
+        work += mcq_timers_run(sh);
+        work += run_deferred(sh);
+        mcq_mesh_flush(sh);
+        if (quiescent(sh))
+            break;
+        if (work) {
+            io_uring_submit(&sh->ring);
+            idle_since = sh->now_ns;
+            continue;
+        }
+        if (sh->parked[sh->id].len)
+            continue;
+        if (mcq_mesh_pending(sh)) {
+            /* Only entries parked behind a full ring: give its consumer the CPU. */
+            sched_yield();
+            continue;
+        }
+        if (spin_ns && sh->now_ns - idle_since < spin_ns) {
+            /* With DEFER_TASKRUN completions only appear when we enter the kernel. */
+            io_uring_submit_and_get_events(&sh->ring);
+            continue;
+        }
+        sleep_until_event(sh);
+        idle_since = monotonic_ns();
+    }
+    io_uring_submit(&sh->ring);
+}
+
+/* --- shard threads and the runtime ------------------------------------------------------ */
+
+static int ring_init(struct mcq_shard *sh, unsigned entries)
+{
+    struct io_uring_params p = {0};
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE |
+              IORING_SETUP_SUBMIT_ALL;
+    p.cq_entries = entries * CQ_PER_SQ;
+    int rc = io_uring_queue_init_params(entries, &sh->ring, &p);
+    if (rc == -EINVAL) {
+        mcq_log_warn("kernel refused SINGLE_ISSUER|DEFER_TASKRUN; using COOP_TASKRUN");
+        memset(&p, 0, sizeof(p));
+        p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * CQ_PER_SQ;
+        rc = io_uring_queue_init_params(entries, &sh->ring, &p);
+    }
+    if (rc == -EINVAL) {
+        mcq_log_warn("kernel refused COOP_TASKRUN; using a plain ring");
+        rc = io_uring_queue_init(entries, &sh->ring, 0);
+    }
+    if (rc < 0)
+        return rc;
+    sh->ring_fd = sh->ring.ring_fd;
+    return 0;
+}
+
+static void start_report(struct mcq_runtime *rt, int err)
+{
+    pthread_mutex_lock(&rt->start_lock);
+    if (err && !rt->start_error)
+        rt->start_error = err;
+    rt->ready++;
+    pthread_cond_broadcast(&rt->start_cond);
+    pthread_mutex_unlock(&rt->start_lock);
+}
+
+/* Waits until every shard reported; returns the first error. */
+static int start_wait_all(struct mcq_runtime *rt)
+{
+    pthread_mutex_lock(&rt->start_lock);
+    while (rt->ready < rt->n)
+        pthread_cond_wait(&rt->start_cond, &rt->start_lock);
+    int err = rt->start_error;
+    pthread_mutex_unlock(&rt->start_lock);
+    return err;
+}
+
+static void *shard_main(void *arg)
+{
+    struct mcq_shard *sh = arg;
+    struct mcq_runtime *rt = sh->rt;
+    current_shard = sh;
+    mcq_log_attach_thread(sh->id);
+    int rc = 0;
+    if (rt->cfg.pin) {
+        rc = mcq_topology_pin_thread(rt->topo, sh->id);
+        if (rc < 0)
+            mcq_log_warn("cannot pin shard %u: %s", sh->id, strerror(-rc));
+        rc = 0;
+    }
+    /* Created here, after pinning: DEFER_TASKRUN rings may only be entered by their creator,
+     * and the incoming rings' memory is first touched on this shard's node. */
+    rc = ring_init(sh, rt->cfg.uring_entries);
+    if (rc < 0)
+        mcq_log_error("shard %u: io_uring setup failed: %s", sh->id, strerror(-rc));
+    for (unsigned src = 0; rc == 0 && src < rt->n; src++) {
+        if (src == sh->id)
+            continue;
+        rc = mcq_spsc_create(rt->cfg.mesh_capacity, &rt->mesh[(size_t)src * rt->n + sh->id]);
+    }
+    if (rc == 0) {
+        sh->parked = calloc(rt->n, sizeof(*sh->parked));
+        if (!sh->parked)
+            rc = -ENOMEM;
+    }
+    start_report(rt, rc);
+    if (start_wait_all(rt) != 0) {
+        mcq_log_detach_thread();
+        return NULL;
+    }
+    sh->now_ns = monotonic_ns();
+    arm_post_read(sh);
+    shard_loop(sh);
+    sh->exited = true;
+    mcq_log_detach_thread();
+    current_shard = NULL;
+    return NULL;
+}
+
+static void shard_free(struct mcq_shard *sh)
+{
+    if (!sh)
+        return;
+    if (sh->ring_fd > 0)
+        io_uring_queue_exit(&sh->ring);
+    if (sh->post_fd >= 0)
+        close(sh->post_fd);
+    if (sh->parked) {
+        for (unsigned i = 0; i < sh->rt->n; i++)
+            free(sh->parked[i].buf);
+        free(sh->parked);
+    }
+    for (struct mcq_post *p = sh->posts; p;) {
+        struct mcq_post *next = p->next;
+        free(p);
+        p = next;
+    }
+    free(sh->heap);
+    pthread_mutex_destroy(&sh->post_lock);
+    free(sh);
+}
+
+static void join_shards(struct mcq_runtime *rt, unsigned started)
+{
+    atomic_store_explicit(&rt->stop_requested, 1, memory_order_release);
+    for (unsigned i = 0; i < started; i++) {
+        struct mcq_shard *sh = rt->shards[i];
+        /* Wake a sleeping shard so it sees the stop request. */
+        uint64_t one = 1;
+        if (write(sh->post_fd, &one, sizeof(one)) < 0)
+            mcq_log_error("cannot wake shard %u: %s", i, strerror(errno));
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(rt->shards[i]->thread, NULL);
+    rt->joined = true;
+}
+
+static void runtime_free(struct mcq_runtime *rt)
+{
+    if (rt->mesh) {
+        for (size_t i = 0; i < (size_t)rt->n * rt->n; i++)
+            mcq_spsc_destroy(rt->mesh[i]);
+        free(rt->mesh);
+    }
+    if (rt->shards) {
+        for (unsigned i = 0; i < rt->n; i++)
+            shard_free(rt->shards[i]);
+        free(rt->shards);
+    }
+    if (rt->stop_fd >= 0)
+        close(rt->stop_fd);
+    mcq_topology_free(rt->topo);
+    pthread_mutex_destroy(&rt->start_lock);
+    pthread_cond_destroy(&rt->start_cond);
+    free(rt);
+    mcq_log_stop();
+}
+
+static bool is_pow2(unsigned x)
+{
+    return x && !(x & (x - 1));
+}
+
+int mcq_runtime_create(const struct mcq_config *cfg_in, struct mcq_runtime **out)
+{
+    if (!out)
+        return -EINVAL;
+    struct mcq_config cfg = cfg_in ? *cfg_in : mcq_config_default();
+    if (cfg.shards > MCQ_MAX_SHARDS || !is_pow2(cfg.mesh_capacity) || cfg.uring_entries == 0)
+        return -EINVAL;
+    int rc = mcq_log_start();
+    if (rc < 0)
+        return rc;
+    struct mcq_runtime *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        mcq_log_stop();
+        return -ENOMEM;
+    }
+    rt->stop_fd = -1;
+    pthread_mutex_init(&rt->start_lock, NULL);
+    pthread_cond_init(&rt->start_cond, NULL);
+    rc = mcq_topology_load(&rt->topo);
+    if (rc < 0) {
+        runtime_free(rt);
+        return rc;
+    }
+    if (cfg.shards == 0)
+        cfg.shards = mcq_topology_cores(rt->topo);
+    rt->cfg = cfg;
+    rt->n = cfg.shards;
+    rt->shards = calloc(rt->n, sizeof(*rt->shards));
+    rt->mesh = calloc((size_t)rt->n * rt->n, sizeof(*rt->mesh));
+    rt->stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (!rt->shards || !rt->mesh || rt->stop_fd < 0) {
+        rc = rt->stop_fd < 0 ? -errno : -ENOMEM;
+        runtime_free(rt);
+        return rc;
+    }
+    for (unsigned i = 0; i < rt->n; i++) {
+        struct mcq_shard *sh = aligned_alloc(128, (sizeof(*sh) + 127) & ~(size_t)127);
+        if (!sh) {
+            runtime_free(rt);
+            return -ENOMEM;
+        }
+        memset(sh, 0, sizeof(*sh));
+        sh->rt = rt;
+        sh->id = i;
+        sh->ring_fd = -1;
+        sh->posts_tail = &sh->posts;
+        pthread_mutex_init(&sh->post_lock, NULL);
+        sh->post_fd = eventfd(0, EFD_CLOEXEC);
+        rt->shards[i] = sh;
+        if (sh->post_fd < 0) {
+            rc = -errno;
+            runtime_free(rt);
+            return rc;
+        }
+    }
+    /* Shard threads never take SIGINT/SIGTERM: mcq_runtime_run() reads them. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    unsigned started = 0;
+    for (; started < rt->n; started++) {
+        rc = -pthread_create(&rt->shards[started]->thread, NULL, shard_main, rt->shards[started]);
+        if (rc < 0)
+            break;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc < 0) {
+        /* Threads already started wait for the rest; report the missing ones as failed. */
+        for (unsigned i = started; i < rt->n; i++)
+            start_report(rt, rc);
+    }
+    rc = start_wait_all(rt);
+    if (rc < 0) {
+        join_shards(rt, started);
+        runtime_free(rt);
+        return rc;
+    }
+    *out = rt;
+    return 0;
+}
+
+void mcq_runtime_stop(struct mcq_runtime *rt)
+{
+    uint64_t one = 1;
+    if (write(rt->stop_fd, &one, sizeof(one)) < 0)
+        mcq_log_error("mcq_runtime_stop: eventfd write failed: %s", strerror(errno));
+}
+
+static void stop_and_drain(struct mcq_runtime *rt)
+{
+    if (rt->joined)
+        return;
+    join_shards(rt, rt->n);
+    /* Every shard thread is gone: entries still in rings (remote frees, late control events)
+     * run here on behalf of their destination, single-threaded. */
+    mcq_mesh_final_drain(rt);
+}
+
+int mcq_runtime_run(struct mcq_runtime *rt)
+{
+    if (!rt)
+        return -EINVAL;
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old);
+    int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    struct pollfd pfd[2] = {{.fd = rt->stop_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+    for (;;) {
+        int n = poll(pfd, sfd >= 0 ? 2 : 1, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || pfd[0].revents || (sfd >= 0 && pfd[1].revents))
+            break;
+    }
+    if (sfd >= 0)
+        close(sfd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    stop_and_drain(rt);
+    return 0;
+}
+
+void mcq_runtime_destroy(struct mcq_runtime *rt)
+{
+    if (!rt)
+        return;
+    stop_and_drain(rt);
+    runtime_free(rt);
+}

@@ -1,0 +1,120 @@
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/runtime.h"
+#include "wait_util.h"
+
+Test(shard, bad_config_is_einval)
+{
+    struct mcq_runtime *rt = NULL;
+    struct mcq_config cfg = mcq_config_default();
+    cfg.mesh_capacity = 1000; /* not a power of two */
+    cr_assert_eq(mcq_runtime_create(&cfg, &rt), -EINVAL);
+    cfg = mcq_config_default();
+    cfg.shards = MCQ_MAX_SHARDS + 1;
+    cr_assert_eq(mcq_runtime_create(&cfg, &rt), -EINVAL);
+    cr_assert_eq(mcq_runtime_create(&cfg, NULL), -EINVAL);
+}
+
+static struct {
+    _Atomic unsigned ran_on[16];
+    struct test_event ev;
+} st;
+
+static void where_am_i(struct mcq_shard *sh, void *arg)
+{
+    cr_assert_eq(mcq_shard_current(), sh);
+    cr_assert_eq(mcq_shard_id(sh), (unsigned)(uintptr_t)arg);
+    atomic_fetch_add(&st.ran_on[mcq_shard_id(sh)], 1);
+    test_event_signal(&st.ev);
+}
+
+Test(shard, more_shards_than_cores_each_runs_its_own_tasks, .timeout = 60)
+{
+    memset(&st, 0, sizeof(st));
+    test_event_init(&st.ev);
+    struct mcq_config cfg = mcq_config_default();
+    cfg.shards = 16; /* this machine has 2 cores: shards share them */
+    struct mcq_runtime *rt = NULL;
+    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
+    cr_assert_eq(mcq_runtime_shard_count(rt), 16);
+    cr_assert_null(mcq_shard_current());
+    for (unsigned i = 0; i < 16; i++)
+        cr_assert_eq(mcq_runtime_post(rt, i, where_am_i, (void *)(uintptr_t)i), 0);
+    cr_assert(test_event_wait(&st.ev, 16, 50));
+    cr_assert_eq(mcq_runtime_post(rt, 16, where_am_i, NULL), -EINVAL);
+    mcq_runtime_destroy(rt);
+    for (unsigned i = 0; i < 16; i++)
+        cr_assert_eq(atomic_load(&st.ran_on[i]), 1);
+}
+
+Test(shard, default_config_makes_one_shard_per_allowed_core)
+{
+    unsetenv("MCQ_SHARDS");
+    struct mcq_runtime *rt = NULL;
+    cr_assert_eq(mcq_runtime_create(NULL, &rt), 0);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    sched_getaffinity(0, sizeof(set), &set);
+    cr_assert_eq(mcq_runtime_shard_count(rt), (unsigned)CPU_COUNT(&set));
+    mcq_runtime_destroy(rt);
+}
+
+static void stop_from_shard(struct mcq_shard *sh, void *arg)
+{
+    (void)arg;
+    mcq_runtime_stop(mcq_shard_runtime(sh));
+}
+
+Test(shard, run_returns_after_stop_from_a_shard_callback, .timeout = 60)
+{
+    struct mcq_runtime *rt = NULL;
+    cr_assert_eq(mcq_runtime_create(NULL, &rt), 0);
+    cr_assert_eq(mcq_runtime_post(rt, 0, stop_from_shard, NULL), 0);
+    cr_assert_eq(mcq_runtime_run(rt), 0);
+    struct mcq_shard_stats s;
+    cr_assert_eq(mcq_runtime_stats(rt, 0, &s), 0);
+    cr_assert_gt(s.turns, 0);
+    mcq_runtime_destroy(rt);
+}
+
+static void *send_sigterm(void *arg)
+{
+    struct test_event *started = arg;
+    /* Wait until run() has the signal blocked and is polling: the task below signals. */
+    test_event_wait(started, 1, 30);
+    kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+static void signal_started(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    test_event_signal(arg);
+}
+
+Test(shard, run_returns_zero_on_sigterm, .timeout = 60)
+{
+    struct mcq_runtime *rt = NULL;
+    cr_assert_eq(mcq_runtime_create(NULL, &rt), 0);
+    struct test_event started;
+    test_event_init(&started);
+    /* Block SIGTERM in this thread and the helper so only run()'s signalfd takes it. */
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &s, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, send_sigterm, &started);
+    cr_assert_eq(mcq_runtime_post(rt, 0, signal_started, &started), 0);
+    cr_assert_eq(mcq_runtime_run(rt), 0);
+    pthread_join(t, NULL);
+    mcq_runtime_destroy(rt);
+}

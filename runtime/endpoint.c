@@ -128,8 +128,7 @@ static int resolve_tcp(const struct mcq_endpoint *ep, bool passive, struct mcq_s
 {
     if (!strcmp(ep->host, "*")) {
         if (!passive) {
-            mcq_log_warn("endpoint tcp://*:%u: '*' can only be bound, not connected to",
-                         ep->port);
+            mcq_log_warn("endpoint tcp://*:%u: '*' can only be bound, not connected to", ep->port);
             return -EINVAL;
         }
         out->in4.sin_family = AF_INET;

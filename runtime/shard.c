@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc/arena.h"
 #include "runtime/log.h"
 #include "runtime/topology.h"
 
@@ -529,6 +530,11 @@ static void *shard_main(void *arg)
     rc = ring_init(sh, rt->cfg.uring_entries);
     if (rc < 0)
         mcq_log_error("shard %u: io_uring setup failed: %s", sh->id, strerror(-rc));
+    if (rc == 0) {
+        rc = mcq_arena_create(sh->id, &sh->arena);
+        if (rc == 0)
+            mcq_arena_set_current(sh->arena);
+    }
     for (unsigned src = 0; rc == 0 && src < rt->n; src++) {
         if (src == sh->id)
             continue;
@@ -559,6 +565,14 @@ static void shard_free(struct mcq_shard *sh)
         return;
     if (sh->ring_fd > 0)
         io_uring_queue_exit(&sh->ring);
+    if (sh->arena) {
+        /* Every shard thread is gone and the final drain ran: no page can come back later. */
+        mcq_arena_set_current(sh->arena);
+        int rc = mcq_arena_destroy(sh->arena);
+        if (rc < 0)
+            mcq_log_error("shard %u: arena still in use at exit: %s", sh->id, strerror(-rc));
+        mcq_arena_set_current(NULL);
+    }
     if (sh->post_fd >= 0)
         close(sh->post_fd);
     if (sh->parked) {
@@ -663,6 +677,7 @@ int mcq_runtime_create(const struct mcq_config *cfg_in, struct mcq_runtime **out
         sh->id = i;
         sh->ring_fd = -1;
         sh->posts_tail = &sh->posts;
+        sh->post_op.complete = post_read_done;
         pthread_mutex_init(&sh->post_lock, NULL);
         sh->post_fd = eventfd(0, EFD_CLOEXEC);
         rt->shards[i] = sh;
@@ -715,6 +730,13 @@ static void stop_and_drain(struct mcq_runtime *rt)
     /* Every shard thread is gone: entries still in rings (remote frees, late control events)
      * run here on behalf of their destination, single-threaded. */
     mcq_mesh_final_drain(rt);
+    /* Posts that came after a shard left its loop run here on its behalf, like mesh entries,
+     * so a posted task is never lost (it may find the shard stopped). */
+    for (unsigned i = 0; i < rt->n; i++) {
+        mcq_shard_set_current(rt->shards[i]);
+        run_posts(rt->shards[i]);
+    }
+    mcq_shard_set_current(NULL);
 }
 
 int mcq_runtime_run(struct mcq_runtime *rt)

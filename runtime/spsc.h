@@ -56,6 +56,15 @@ int mcq_spsc_create(unsigned capacity, struct mcq_spsc **out);
  * Call only when neither side can touch the ring any more. */
 void mcq_spsc_destroy(struct mcq_spsc *r);
 
+/* Published entries not yet consumed, as seen at some recent moment. Any thread; for stats
+ * only (the two indices are read separately, so the value may be momentarily stale). */
+static inline unsigned mcq_spsc_size_approx(const struct mcq_spsc *r)
+{
+    size_t tail = atomic_load_explicit(&((struct mcq_spsc *)r)->_tail, memory_order_relaxed);
+    size_t head = atomic_load_explicit(&((struct mcq_spsc *)r)->_head, memory_order_relaxed);
+    return tail > head ? (unsigned)(tail - head) : 0;
+}
+
 /* Number of entries the ring holds. Any thread. */
 static inline unsigned mcq_spsc_capacity(const struct mcq_spsc *r)
 {

@@ -33,7 +33,7 @@ struct echo_stats {
 
 static struct echo_stats echo;
 
-static void echo_reset(void)
+static inline void echo_reset(void)
 {
     memset(&echo, 0, sizeof(echo));
     test_event_init(&echo.open_ev);
@@ -94,7 +94,7 @@ static const struct mcq_conn_handler echo_handler = {
     .on_close = echo_on_close,
 };
 
-static struct mcq_runtime *start_runtime(unsigned shards)
+static inline struct mcq_runtime *start_runtime(unsigned shards)
 {
     struct mcq_config cfg = mcq_config_default();
     cfg.shards = shards;
@@ -106,7 +106,7 @@ static struct mcq_runtime *start_runtime(unsigned shards)
 }
 
 /* Raises RLIMIT_NOFILE's soft limit to the hard one; false if even that is below need. */
-static bool raise_nofile(rlim_t need)
+static inline bool raise_nofile(rlim_t need)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -120,7 +120,7 @@ static bool raise_nofile(rlim_t need)
 }
 
 /* A blocking client socket connected to the listener's address. */
-static int client_connect(const struct mcq_sockaddr *addr)
+static inline int client_connect(const struct mcq_sockaddr *addr)
 {
     int fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0);
@@ -129,7 +129,7 @@ static int client_connect(const struct mcq_sockaddr *addr)
 }
 
 /* The address a listener bound, as something a client can connect to. */
-static struct mcq_sockaddr listener_addr(const struct mcq_listener *l)
+static inline struct mcq_sockaddr listener_addr(const struct mcq_listener *l)
 {
     char text[MCQ_ENDPOINT_TEXT_MAX];
     cr_assert_gt(mcq_listener_endpoint(l, text, sizeof(text)), 0);
@@ -142,7 +142,7 @@ static struct mcq_sockaddr listener_addr(const struct mcq_listener *l)
     return sa;
 }
 
-static void write_all_fd(int fd, const void *buf, size_t len)
+static inline void write_all_fd(int fd, const void *buf, size_t len)
 {
     const char *p = buf;
     while (len > 0) {
@@ -154,7 +154,7 @@ static void write_all_fd(int fd, const void *buf, size_t len)
 }
 
 /* Reads exactly len bytes, or fails after timeout_ms without progress. */
-static void read_exact_fd(int fd, void *buf, size_t len, int timeout_ms)
+static inline void read_exact_fd(int fd, void *buf, size_t len, int timeout_ms)
 {
     char *p = buf;
     while (len > 0) {

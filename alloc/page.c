@@ -16,7 +16,7 @@ static const uint32_t page_class_size[MCQ_PAGE_CLASSES] = {256, 1024, 4096, 1638
 struct mcq_page {
     struct mcq_ref ref; /* first: views point here; ref._local counts the owner's views */
     /* One unit for all owner views together (while ref._local > 0) plus one per export or
-     * proxy. Zero means free. */
+     * proxy in flight, far below 2^32. Zero means free. */
     _Atomic uint32_t shared;
     uint8_t cls;
     struct mcq_arena *owner;
@@ -142,8 +142,8 @@ static void page_drop_shared(struct mcq_page *p)
 void mcq_view_release(struct mcq_ref *r)
 {
     if (r->_kind == MCQ_REF_PAGE) {
-        /* The last owner view: a page ref only lives on its owner, so when no export is
-         * out this frees locally without consulting the current arena. */
+        /* The owner's views live only on the owner thread, so this is the owner dropping
+         * their unit: no need to consult the current arena. */
         struct mcq_page *p = (struct mcq_page *)r;
         if (atomic_fetch_sub_explicit(&p->shared, 1, memory_order_acq_rel) == 1)
             page_free_local(p->owner, p);

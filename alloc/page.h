@@ -84,6 +84,7 @@ static inline uint8_t *mcq_view_mut(const struct mcq_view *v)
     return v->ref->_data + v->off;
 }
 
+/* The view's length in bytes. */
 static inline uint32_t mcq_view_len(const struct mcq_view *v)
 {
     return v->len;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -164,8 +165,13 @@ int mcq_log_start(void)
     int rc = 0;
     pthread_mutex_lock(&log_lock);
     if (log_users == 0) {
+        /* The logger thread must never take a process signal meant for mcq_runtime_run(). */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
         log_quit = 0;
         rc = -pthread_create(&log_thread, NULL, logger_main, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     if (rc == 0)
         log_users++;

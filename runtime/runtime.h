@@ -72,18 +72,18 @@ int mcq_shard_broadcast(struct mcq_shard *from, mcq_task_fn fn, void *arg, bool 
 
 /* Per-shard counters. Written by the shard; another thread reads a recent snapshot. */
 struct mcq_shard_stats {
-    uint64_t turns;           /* loop iterations */
-    uint64_t cqes;            /* completions reaped */
-    uint64_t sleeps;          /* times the loop blocked in io_uring_enter */
-    uint64_t wakeups_sent;    /* doorbells rung on sleeping shards */
-    uint64_t wakeups_recv;    /* doorbell completions received */
-    uint64_t mesh_out;        /* entries sent to other shards */
-    uint64_t mesh_in;         /* entries received from other shards */
-    uint64_t mesh_overflow;   /* entries parked locally because a ring was full */
-    uint64_t mesh_rejected;   /* submits refused with -EAGAIN */
-    uint64_t ring_occupancy;  /* entries waiting in this shard's incoming rings (sampled) */
+    uint64_t turns;          /* loop iterations */
+    uint64_t cqes;           /* completions reaped */
+    uint64_t sleeps;         /* times the loop blocked in io_uring_enter */
+    uint64_t wakeups_sent;   /* doorbells rung on sleeping shards */
+    uint64_t wakeups_recv;   /* doorbell completions received */
+    uint64_t mesh_out;       /* entries sent to other shards */
+    uint64_t mesh_in;        /* entries received from other shards */
+    uint64_t mesh_overflow;  /* entries parked locally because a ring was full */
+    uint64_t mesh_rejected;  /* submits refused with -EAGAIN */
+    uint64_t ring_occupancy; /* entries waiting in this shard's incoming rings (sampled) */
     uint64_t timers_fired;
-    uint64_t connections;     /* open connections owned by the shard */
+    uint64_t connections; /* open connections owned by the shard */
     uint64_t bytes_in;
     uint64_t bytes_out;
 };

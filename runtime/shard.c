@@ -16,9 +16,9 @@
 #include "runtime/log.h"
 #include "runtime/topology.h"
 
-#define CQE_BATCH 256          /* completions reaped per loop turn */
-#define MESH_BUDGET 256        /* entries drained per source ring per turn */
-#define CQ_PER_SQ 8            /* multishot ops post many CQEs per SQE */
+#define CQE_BATCH 256   /* completions reaped per loop turn */
+#define MESH_BUDGET 256 /* entries drained per source ring per turn */
+#define CQ_PER_SQ 8     /* multishot ops post many CQEs per SQE */
 #define DEFAULT_URING_ENTRIES 256
 #define DEFAULT_MESH_CAPACITY 1024
 #define DEFAULT_MESH_OVERFLOW 65536
@@ -28,6 +28,7 @@
 /* user_data values that are not ops (ops are pointers, never this small). */
 #define UD_WAKE 1     /* a doorbell CQE posted into our ring by another shard's MSG_RING */
 #define UD_MSG_SENT 2 /* our own MSG_RING SQE; its CQE only appears on failure */
+#define UD_CANCEL 3   /* a cancel whose outcome does not matter (target may be done) */
 
 static _Thread_local struct mcq_shard *current_shard;
 
@@ -325,6 +326,8 @@ static unsigned reap_cqes(struct mcq_shard *sh)
             MCQ_STAT_ADD(sh, wakeups_recv, 1);
             continue;
         }
+        if (c->user_data == UD_CANCEL)
+            continue;
         if (c->user_data == UD_MSG_SENT) {
             mcq_log_error("doorbell MSG_RING failed: %s", strerror(-c->res));
             continue;
@@ -343,13 +346,10 @@ void mcq_shard_ring_doorbell(struct mcq_shard *from, struct mcq_shard *to)
 {
     uint64_t bit = 1ull << (from->id % 64);
     _Atomic uint64_t *word = &to->doorbell[from->id / 64];
-    /* The read-modify-write (or the fence) orders our published entries before the read of
+    /* The read-modify-write orders our published entries before the read of
      * `sleeping`; the consumer orders its store of `sleeping` before re-reading the
      * doorbell. One of the two sees the other, so no wakeup is lost. */
-    if (atomic_load_explicit(word, memory_order_relaxed) & bit)
-        atomic_thread_fence(memory_order_seq_cst);
-    else
-        atomic_fetch_or_explicit(word, bit, memory_order_seq_cst);
+    atomic_fetch_or_explicit(word, bit, memory_order_seq_cst);
     if (!atomic_load_explicit(&to->sleeping, memory_order_seq_cst))
         return;
     if (!atomic_exchange_explicit(&to->sleeping, 0, memory_order_seq_cst))
@@ -389,7 +389,7 @@ static void begin_stop(struct mcq_shard *sh)
     struct io_uring_sqe *sqe = get_sqe(sh);
     if (sqe) {
         io_uring_prep_cancel(sqe, &sh->post_op, 0);
-        io_uring_sqe_set_data64(sqe, UD_MSG_SENT);
+        io_uring_sqe_set_data64(sqe, UD_CANCEL);
         sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     }
 }

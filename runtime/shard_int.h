@@ -57,9 +57,9 @@ struct mcq_shard {
     struct mcq_timer **heap;
     uint32_t heap_len, heap_cap;
 
-    struct mcq_mesh_queue *parked;             /* [nshards], [id] is the local task queue */
-    uint64_t unpublished[MCQ_DOORBELL_WORDS];  /* destinations with staged entries */
-    uint64_t parked_mask[MCQ_DOORBELL_WORDS];  /* destinations with parked entries */
+    struct mcq_mesh_queue *parked;            /* [nshards], [id] is the local task queue */
+    uint64_t unpublished[MCQ_DOORBELL_WORDS]; /* destinations with staged entries */
+    uint64_t parked_mask[MCQ_DOORBELL_WORDS]; /* destinations with parked entries */
 
     struct mcq_op post_op; /* read of post_fd, re-armed */
     uint64_t post_buf;

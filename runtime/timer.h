@@ -14,10 +14,10 @@ typedef void (*mcq_timer_fn)(struct mcq_shard *sh, struct mcq_timer *t);
 
 struct mcq_timer {
     mcq_timer_fn fn;
-    void *arg;               /* free for the owner */
-    uint64_t deadline_ns;    /* monotonic; valid while armed */
-    uint64_t period_ns;      /* 0: one-shot */
-    uint32_t _heap_index;    /* 0: not armed; else position + 1 */
+    void *arg;            /* free for the owner */
+    uint64_t deadline_ns; /* monotonic; valid while armed */
+    uint64_t period_ns;   /* 0: one-shot */
+    uint32_t _heap_index; /* 0: not armed; else position + 1 */
 };
 
 /* Zero-initialising a timer and setting fn is equivalent. */

@@ -91,8 +91,8 @@ int mcq_topology_pin_thread(struct mcq_topology *t, unsigned slot)
     hwloc_cpuset_to_nodeset(t->topo, set, nodes);
     if (hwloc_set_membind(t->topo, nodes, HWLOC_MEMBIND_BIND,
                           HWLOC_MEMBIND_THREAD | HWLOC_MEMBIND_BYNODESET) < 0)
-        mcq_log_debug("memory bind for core slot %u refused (errno %d); first touch applies",
-                      slot, errno);
+        mcq_log_debug("memory bind for core slot %u refused (errno %d); first touch applies", slot,
+                      errno);
     hwloc_bitmap_free(nodes);
     return 0;
 }

@@ -19,9 +19,8 @@
 /* io_uring_setup_buf_ring() arrived in liburing 2.4: map, init and register a provided
  * buffer ring of `entries` (power of two) for group `bgid`. Returns the ring or NULL with
  * *err set to -errno. Free with mcq_uring_free_buf_ring(). */
-static inline struct io_uring_buf_ring *mcq_uring_setup_buf_ring(struct io_uring *ring,
-                                                                 unsigned entries, int bgid,
-                                                                 int *err)
+static inline struct io_uring_buf_ring *
+mcq_uring_setup_buf_ring(struct io_uring *ring, unsigned entries, int bgid, int *err)
 {
     size_t len = (size_t)entries * sizeof(struct io_uring_buf);
     void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

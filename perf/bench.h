@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 struct bench_ctx {
-    bool quick;          /* --quick: short runs for the demo and CI smoke checks */
-    const char *argv0;   /* path of mcq-bench, for benches that fork helper processes */
+    bool quick;        /* --quick: short runs for the demo and CI smoke checks */
+    const char *argv0; /* path of mcq-bench, for benches that fork helper processes */
 };
 
 struct bench_def {

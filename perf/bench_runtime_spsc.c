@@ -32,7 +32,7 @@ struct pair {
     uint64_t count;        /* round trips or streamed entries */
     uint64_t start_ns, end_ns;
     int cpu_a, cpu_b;
-    int err;
+    int err_a, err_b; /* each written only by its own side */
 };
 
 static void spin_wait(unsigned *spins)
@@ -49,12 +49,12 @@ static void spin_wait(unsigned *spins)
 
 /* Pins the thread, creates its inbound ring on itself (NUMA first-touch), waits for the
  * peer; false when either side failed. */
-static bool side_start(struct pair *p, unsigned nth, int *cpu, struct mcq_spsc **inbound)
+static bool side_start(struct pair *p, unsigned nth, int *cpu, int *err, struct mcq_spsc **inbound)
 {
     *cpu = bench_pin_thread(nth);
     int rc = mcq_spsc_create(RING_CAPACITY, inbound);
     if (rc < 0)
-        p->err = rc;
+        *err = rc;
     atomic_fetch_add(&p->arrived, 1);
     while (atomic_load(&p->arrived) < 2) {
         if (atomic_load(&p->abort))
@@ -84,14 +84,14 @@ static void push_one(struct mcq_spsc *r, struct mcq_spsc_entry e)
 static void *handoff_a(void *arg)
 {
     struct pair *p = arg;
-    if (!side_start(p, 0, &p->cpu_a, &p->to_a))
+    if (!side_start(p, 0, &p->cpu_a, &p->err_a, &p->to_a))
         return NULL;
     p->start_ns = bench_now_ns();
     for (uint64_t i = 0; i < p->count; i++) {
         push_one(p->to_b, (struct mcq_spsc_entry){.a = (void *)(uintptr_t)i});
         /* On a mismatch keep going, so the peer is never left waiting. */
         if ((uintptr_t)pop_one(p->to_a).a != i)
-            p->err = -EPROTO;
+            p->err_a = -EPROTO;
     }
     p->end_ns = bench_now_ns();
     return NULL;
@@ -100,7 +100,7 @@ static void *handoff_a(void *arg)
 static void *handoff_b(void *arg)
 {
     struct pair *p = arg;
-    if (!side_start(p, 1, &p->cpu_b, &p->to_b))
+    if (!side_start(p, 1, &p->cpu_b, &p->err_b, &p->to_b))
         return NULL;
     for (uint64_t i = 0; i < p->count; i++)
         push_one(p->to_a, pop_one(p->to_b));
@@ -110,7 +110,7 @@ static void *handoff_b(void *arg)
 static void *stream_producer(void *arg)
 {
     struct pair *p = arg;
-    if (!side_start(p, 0, &p->cpu_a, &p->to_a))
+    if (!side_start(p, 0, &p->cpu_a, &p->err_a, &p->to_a))
         return NULL;
     p->start_ns = bench_now_ns();
     unsigned batch = STREAM_BATCH_MIN, spins = 0;
@@ -130,7 +130,7 @@ static void *stream_producer(void *arg)
 static void *stream_consumer(void *arg)
 {
     struct pair *p = arg;
-    if (!side_start(p, 1, &p->cpu_b, &p->to_b))
+    if (!side_start(p, 1, &p->cpu_b, &p->err_b, &p->to_b))
         return NULL;
     struct mcq_spsc_entry out[POP_MAX];
     unsigned spins = 0;
@@ -142,7 +142,7 @@ static void *stream_consumer(void *arg)
         }
         for (unsigned i = 0; i < n; i++, seq++) {
             if ((uintptr_t)out[i].a != seq)
-                p->err = -EPROTO;
+                p->err_b = -EPROTO;
         }
     }
     p->end_ns = bench_now_ns();
@@ -167,7 +167,7 @@ static int run_pair(struct pair *p, void *(*a)(void *), void *(*b)(void *))
         return -rc;
     if (p->cpu_a < 0 || p->cpu_b < 0)
         return p->cpu_a < 0 ? p->cpu_a : p->cpu_b;
-    return p->err;
+    return p->err_a ? p->err_a : p->err_b;
 }
 
 static int bench_spsc(struct bench_ctx *ctx)

@@ -36,7 +36,8 @@ struct wake_side {
     int efd;
     uint64_t efd_value; /* target of the armed read */
     int cpu;
-    int err;
+    int setup_err; /* read by the peer once both have started */
+    int err;       /* what ended this side's loop */
 };
 
 struct wake_pair {
@@ -104,16 +105,15 @@ static int wake_peer_eventfd(const struct wake_side *peer)
 static bool side_start(struct wake_pair *p, struct wake_side *s, unsigned nth)
 {
     s->cpu = bench_pin_thread(nth);
-    s->efd = -1;
-    s->err = ring_init_here(s);
-    if (s->err == 0 && p->kind == WAKE_EVENTFD) {
+    s->setup_err = ring_init_here(s);
+    if (s->setup_err == 0 && p->kind == WAKE_EVENTFD) {
         s->efd = eventfd(0, EFD_CLOEXEC);
         if (s->efd < 0) {
-            s->err = -errno;
+            s->setup_err = -errno;
         } else {
             arm_read(s);
             int rc = io_uring_submit(&s->ring);
-            s->err = rc < 0 ? rc : 0;
+            s->setup_err = rc < 0 ? rc : 0;
         }
     }
     atomic_fetch_add(&p->arrived, 1);
@@ -122,9 +122,10 @@ static bool side_start(struct wake_pair *p, struct wake_side *s, unsigned nth)
             return false;
         sched_yield();
     }
-    return p->a.err == 0 && p->b.err == 0;
+    return p->a.setup_err == 0 && p->b.setup_err == 0;
 }
 
+/* Runs after both threads have finished, so neither can signal a closed ring or fd. */
 static void side_stop(struct wake_side *s)
 {
     if (s->ring_ok)
@@ -138,7 +139,7 @@ static void *wake_a(void *arg)
     struct wake_pair *p = arg;
     struct wake_side *s = &p->a;
     if (!side_start(p, s, 0))
-        goto out;
+        return NULL;
     for (unsigned i = 0; i < WAKE_WARMUP + p->rounds; i++) {
         uint64_t t0 = bench_now_ns(), token;
         if (p->kind == WAKE_MSG_RING) {
@@ -166,8 +167,6 @@ static void *wake_a(void *arg)
         atomic_store(&p->stop, true);
         wake_peer_eventfd(&p->b);
     }
-out:
-    side_stop(s);
     return NULL;
 }
 
@@ -176,7 +175,7 @@ static void *wake_b(void *arg)
     struct wake_pair *p = arg;
     struct wake_side *s = &p->b;
     if (!side_start(p, s, 1))
-        goto out;
+        return NULL;
     for (;;) {
         uint64_t token;
         if ((s->err = submit_and_wait_token(s, &token)) < 0)
@@ -193,14 +192,15 @@ static void *wake_b(void *arg)
                 break;
         }
     }
-out:
-    side_stop(s);
     return NULL;
 }
 
 static int run_wakeup(struct bench_ctx *ctx, enum wake_kind kind, const char *impl)
 {
-    struct wake_pair p = {.kind = kind, .rounds = ctx->quick ? WAKE_ROUNDS_QUICK : WAKE_ROUNDS};
+    struct wake_pair p = {.kind = kind,
+                          .rounds = ctx->quick ? WAKE_ROUNDS_QUICK : WAKE_ROUNDS,
+                          .a.efd = -1,
+                          .b.efd = -1};
     p.hist = hist_new();
     if (!p.hist)
         return -ENOMEM;
@@ -215,6 +215,10 @@ static int run_wakeup(struct bench_ctx *ctx, enum wake_kind kind, const char *im
         pthread_join(tb, NULL);
         rc = -rc;
     }
+    side_stop(&p.a);
+    side_stop(&p.b);
+    if (rc == 0)
+        rc = p.a.setup_err ? p.a.setup_err : p.b.setup_err;
     if (rc == 0)
         rc = p.a.err ? p.a.err : p.b.err;
     if (rc == -ENOSYS || rc == -EPERM) {

@@ -21,23 +21,26 @@
 #define STREAM_BATCH_MAX 64
 #define POP_MAX 64 /* consumer batch, entries */
 /* Pause iterations before a spinning side yields: only reached when the peer was
- * descheduled (the machine is shared), so the timeslice goes to whoever can progress. */
+ * descheduled (the machine is shared), so the timeslice goes to whoever can progress.
+ * With a single allowed CPU the peer can only run if we yield, so yield at once. */
 #define SPIN_YIELD_AFTER (1u << 16)
+#define SPIN_YIELD_AFTER_ONE_CPU 1u
 
 struct pair {
     struct mcq_spsc *to_b; /* created by B, its consumer */
     struct mcq_spsc *to_a; /* created by A */
     atomic_uint arrived;   /* sides that have created their ring */
     atomic_bool abort;     /* a side never started: do not wait for it */
+    unsigned spin_limit;   /* SPIN_YIELD_AFTER or, on one CPU, SPIN_YIELD_AFTER_ONE_CPU */
     uint64_t count;        /* round trips or streamed entries */
     uint64_t start_ns, end_ns;
     int cpu_a, cpu_b;
     int err_a, err_b; /* each written only by its own side */
 };
 
-static void spin_wait(unsigned *spins)
+static void spin_wait(const struct pair *p, unsigned *spins)
 {
-    if (++*spins >= SPIN_YIELD_AFTER) {
+    if (++*spins >= p->spin_limit) {
         *spins = 0;
         sched_yield();
         return;
@@ -64,20 +67,20 @@ static bool side_start(struct pair *p, unsigned nth, int *cpu, int *err, struct 
     return p->to_a && p->to_b;
 }
 
-static struct mcq_spsc_entry pop_one(struct mcq_spsc *r)
+static struct mcq_spsc_entry pop_one(const struct pair *p, struct mcq_spsc *r)
 {
     struct mcq_spsc_entry e;
     unsigned spins = 0;
     while (mcq_spsc_pop(r, &e, 1) == 0)
-        spin_wait(&spins);
+        spin_wait(p, &spins);
     return e;
 }
 
-static void push_one(struct mcq_spsc *r, struct mcq_spsc_entry e)
+static void push_one(const struct pair *p, struct mcq_spsc *r, struct mcq_spsc_entry e)
 {
     unsigned spins = 0;
     while (!mcq_spsc_push(r, e))
-        spin_wait(&spins);
+        spin_wait(p, &spins);
     mcq_spsc_publish(r);
 }
 
@@ -88,9 +91,9 @@ static void *handoff_a(void *arg)
         return NULL;
     p->start_ns = bench_now_ns();
     for (uint64_t i = 0; i < p->count; i++) {
-        push_one(p->to_b, (struct mcq_spsc_entry){.a = (void *)(uintptr_t)i});
+        push_one(p, p->to_b, (struct mcq_spsc_entry){.a = (void *)(uintptr_t)i});
         /* On a mismatch keep going, so the peer is never left waiting. */
-        if ((uintptr_t)pop_one(p->to_a).a != i)
+        if ((uintptr_t)pop_one(p, p->to_a).a != i)
             p->err_a = -EPROTO;
     }
     p->end_ns = bench_now_ns();
@@ -103,7 +106,7 @@ static void *handoff_b(void *arg)
     if (!side_start(p, 1, &p->cpu_b, &p->err_b, &p->to_b))
         return NULL;
     for (uint64_t i = 0; i < p->count; i++)
-        push_one(p->to_a, pop_one(p->to_b));
+        push_one(p, p->to_a, pop_one(p, p->to_b));
     return NULL;
 }
 
@@ -118,7 +121,7 @@ static void *stream_producer(void *arg)
         for (unsigned i = 0; i < batch && seq < p->count; i++, seq++) {
             while (!mcq_spsc_push(p->to_b, (struct mcq_spsc_entry){.a = (void *)(uintptr_t)seq})) {
                 mcq_spsc_publish(p->to_b);
-                spin_wait(&spins);
+                spin_wait(p, &spins);
             }
         }
         mcq_spsc_publish(p->to_b);
@@ -137,7 +140,7 @@ static void *stream_consumer(void *arg)
     for (uint64_t seq = 0; seq < p->count;) {
         unsigned n = mcq_spsc_pop(p->to_b, out, POP_MAX);
         if (n == 0) {
-            spin_wait(&spins);
+            spin_wait(p, &spins);
             continue;
         }
         for (unsigned i = 0; i < n; i++, seq++) {
@@ -172,11 +175,14 @@ static int run_pair(struct pair *p, void *(*a)(void *), void *(*b)(void *))
 
 static int bench_spsc(struct bench_ctx *ctx)
 {
-    struct pair hp = {.count = ctx->quick ? HANDOFF_ROUNDS_QUICK : HANDOFF_ROUNDS};
+    unsigned spin_limit = bench_cpu_count() > 1 ? SPIN_YIELD_AFTER : SPIN_YIELD_AFTER_ONE_CPU;
+    struct pair hp = {.count = ctx->quick ? HANDOFF_ROUNDS_QUICK : HANDOFF_ROUNDS,
+                      .spin_limit = spin_limit};
     int rc = run_pair(&hp, handoff_a, handoff_b);
     if (rc < 0)
         return rc;
-    struct pair sp = {.count = ctx->quick ? STREAM_ENTRIES_QUICK : STREAM_ENTRIES};
+    struct pair sp = {.count = ctx->quick ? STREAM_ENTRIES_QUICK : STREAM_ENTRIES,
+                      .spin_limit = spin_limit};
     rc = run_pair(&sp, stream_producer, stream_consumer);
     if (rc < 0)
         return rc;

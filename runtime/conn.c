@@ -563,6 +563,8 @@ static void conn_recv_done(struct mcq_shard *sh, struct mcq_op *op, const struct
         mcq_view_unref(&v);
         if (cqe->res == 0)
             c->rx_eof = true;
+        else if (cqe->res == -ENOBUFS)
+            mcq_log_debug("fd %d: receive buffers ran out; re-arming after the refill", c->fd);
         else if (cqe->res != -ENOBUFS && cqe->res != -ECANCELED && c->state == CONN_OPEN)
             conn_end(c, cqe->res, false);
     }

@@ -65,8 +65,9 @@ struct mcq_conn_cfg {
  * accepting on the shards: TCP gets one SO_REUSEPORT socket per shard, each accepting onto
  * its own shard; IPC gets one socket whose shard hands connections round-robin to all
  * shards. Returns 0 and *out, or -EINVAL / -EPROTONOSUPPORT / -ENAMETOOLONG (bad endpoint,
- * see mcq_endpoint_parse), -EADDRINUSE, -ESHUTDOWN (runtime stopping), other -errno. Any
- * thread, while the runtime runs. Release with mcq_listener_close. */
+ * see mcq_endpoint_parse), -EADDRINUSE, -EADDRNOTAVAIL, other -errno from socket/bind/
+ * listen. Any thread, while the runtime runs (a listener made while it stops never accepts).
+ * Release with mcq_listener_close. */
 int mcq_conn_listen(struct mcq_runtime *rt, const char *endpoint, const struct mcq_conn_cfg *cfg,
                     struct mcq_listener **out);
 

@@ -1,3 +1,4 @@
+/* MCQ_TSAN_TEST: shards and client threads share counters; run under TSan too. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>

@@ -25,8 +25,6 @@
 #define REFILL_RETRY_NS 1000000ull /* after a failed page allocation, 1 ms */
 #define NS_PER_MS 1000000ull
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
-
 enum conn_state {
     CONN_CONNECTING,
     CONN_OPEN,

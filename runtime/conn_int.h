@@ -3,12 +3,17 @@
 #ifndef MCQ_RUNTIME_CONN_INT_H
 #define MCQ_RUNTIME_CONN_INT_H
 
+#include <stddef.h>
+
 #include "alloc/slab.h"
 #include "runtime/conn.h"
 #include "runtime/loop.h"
 #include "runtime/timer.h"
 
 struct listen_part;
+
+/* The object that embeds `member` at p (ops, timers and deferred items are embedded). */
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* Per-shard state of the layer, in the shard's MCQ_SLOT_CONN: the provided buffer ring all
  * of the shard's connections receive into, the connection slab, and what the stop hook must

@@ -15,8 +15,6 @@
 #define LISTEN_BACKLOG 4096            /* pending connections per socket (capped by somaxconn) */
 #define ACCEPT_BACKOFF_NS 100000000ull /* out of fds or memory: retry accept after 100 ms */
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
-
 /* One listening socket and its accept operation, owned by one shard. */
 struct listen_part {
     struct mcq_listener *l;

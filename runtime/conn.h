@@ -91,7 +91,8 @@ int mcq_conn_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
                      uint32_t timeout_ms, struct mcq_conn **out);
 
 /* Queues *v for sending; the bytes go out at the end of the turn. Takes v's reference on
- * success (and empties *v); on error the caller keeps it. 0, -EAGAIN when the queue is at
+ * success (and empties *v); on error the caller keeps it. A send is accepted while the
+ * queue is below its bounds, even one that crosses them. 0, -EAGAIN when the queue is at
  * its bound (on_writable follows), -ENOTCONN before on_open, -EPIPE after shutdown or
  * close, -ENOMEM. */
 int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v);

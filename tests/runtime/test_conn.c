@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include "alloc/arena.h"
 #include "conn_util.h"
 
 /* --- many echo clients in one epoll thread ---------------------------------------------- */
@@ -610,4 +611,66 @@ Test(conn, connect_times_out_against_a_full_backlog, .timeout = 60)
     mcq_runtime_destroy(rt);
     close(filler);
     close(lfd);
+}
+
+#define STEADY_CHUNK 16384u
+#define STEADY_WARMUP 2000
+#define STEADY_ROUNDS 5000
+
+static struct {
+    struct mcq_arena_stats stats;
+    struct test_event ev;
+} snap;
+
+static void arena_snapshot_task(struct mcq_shard *sh, void *arg)
+{
+    (void)arg;
+    mcq_arena_stats(mcq_shard_arena(sh), &snap.stats);
+    test_event_signal(&snap.ev);
+}
+
+static struct mcq_arena_stats arena_snapshot(struct mcq_runtime *rt, int nth)
+{
+    cr_assert_eq(mcq_runtime_post(rt, 0, arena_snapshot_task, NULL), 0);
+    cr_assert(test_event_wait(&snap.ev, nth, 10));
+    return snap.stats;
+}
+
+static void echo_rounds(int fd, unsigned rounds, uint8_t *buf)
+{
+    for (unsigned i = 0; i < rounds; i++) {
+        const uint8_t *out = pattern + (i * 7919u) % PATTERN_LEN;
+        write_all_fd(fd, out, STEADY_CHUNK);
+        read_exact_fd(fd, buf, STEADY_CHUNK, 10000);
+        cr_assert(memcmp(buf, out, STEADY_CHUNK) == 0);
+    }
+}
+
+/* Once warm, receiving into the buffer ring, echoing and refilling take every page and
+ * object from the shard's caches: no call into jemalloc per message. */
+Test(conn, steady_state_echo_allocates_nothing, .timeout = 60)
+{
+    echo_reset();
+    pattern_init();
+    memset(&snap, 0, sizeof(snap));
+    test_event_init(&snap.ev);
+    struct mcq_runtime *rt = start_runtime(1);
+    struct mcq_conn_cfg cfg = {.handler = &echo_handler};
+    struct mcq_listener *l;
+    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
+    struct mcq_sockaddr addr = listener_addr(l);
+    int fd = client_connect(&addr);
+    uint8_t *buf = malloc(STEADY_CHUNK);
+    echo_rounds(fd, STEADY_WARMUP, buf);
+    struct mcq_arena_stats before = arena_snapshot(rt, 1);
+    echo_rounds(fd, STEADY_ROUNDS, buf);
+    struct mcq_arena_stats after = arena_snapshot(rt, 2);
+    cr_assert_eq(after.backend_allocs, before.backend_allocs,
+                 "%llu jemalloc calls over %u echoed messages",
+                 (unsigned long long)(after.backend_allocs - before.backend_allocs), STEADY_ROUNDS);
+    free(buf);
+    close(fd);
+    cr_assert(test_event_wait(&echo.close_ev, 1, 10));
+    mcq_listener_close(l);
+    mcq_runtime_destroy(rt);
 }

@@ -764,8 +764,18 @@ static void stop_and_drain(struct mcq_runtime *rt)
         return;
     join_shards(rt, rt->n);
     /* Every shard thread is gone: entries still in rings (remote frees, late control events)
-     * run here on behalf of their destination, single-threaded. */
-    mcq_mesh_final_drain(rt);
+     * and posts that came after a shard left its loop run here on behalf of their shard,
+     * single-threaded, until none produce more (a task may find its shard stopped). */
+    unsigned ran;
+    do {
+        mcq_mesh_final_drain(rt);
+        ran = 0;
+        for (unsigned i = 0; i < rt->n; i++) {
+            mcq_shard_set_current(rt->shards[i]);
+            ran += run_posts(rt->shards[i]);
+        }
+        mcq_shard_set_current(NULL);
+    } while (ran);
 }
 
 int mcq_runtime_run(struct mcq_runtime *rt)

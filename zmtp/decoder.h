@@ -61,11 +61,11 @@ struct mcq_zmtp_decoder {
     uint64_t _offset;    /* stream bytes consumed so far, to name bytes in reasons */
     uint64_t _msg_bytes; /* of the message in progress */
     uint32_t _msg_frames;
-    uint8_t _state; /* 0 = at a frame boundary */
+    uint8_t _state; /* 0 = at a frame boundary with nothing buffered */
     uint8_t _hdr_len;
     uint8_t _flags;
-    bool _hold_commands; /* set by the session while it lacks output room for a reply */
     uint8_t _hdr[MCQ_ZMTP_HEADER_MAX];
+    uint64_t _frame_start; /* stream offset of the frame being decoded */
     uint64_t _size;
     uint64_t _got;
     uint8_t *_buf;
@@ -89,15 +89,24 @@ static inline const char *mcq_zmtp_decoder_reason(const struct mcq_zmtp_decoder 
     return d->_reason;
 }
 
+/* Will the next frame to complete be a command? (in: the input about to be passed.)
+ * Lets a caller make room for a reply before the command is consumed. */
+static inline bool mcq_zmtp_decoder_next_is_command(const struct mcq_zmtp_decoder *d,
+                                                    const uint8_t *in, size_t len)
+{
+    if (d->_state == 0)
+        return len > 0 && (in[0] & MCQ_ZMTP_FLAG_COMMAND);
+    return (d->_flags & MCQ_ZMTP_FLAG_COMMAND) != 0;
+}
+
 int mcq_zmtp_decoder_next_slow(struct mcq_zmtp_decoder *d, const uint8_t *in, size_t len,
                                size_t *consumed, struct mcq_zmtp_frame *f);
 
 /* Decodes at most one frame from in[0..len) (borrowed). Returns 1 with *f filled, 0 when
  * all input was absorbed into a partial frame (need more), -EPROTO for a malformed header
- * or a frame past a limit (libzmq closes with EMSGSIZE there; we report -EPROTO), -ENOMEM
- * when the allocator failed, or -ENOBUFS when _hold_commands stopped a command before its
- * last byte. *consumed is set in every case; after a negative return other than -ENOBUFS
- * the stream is unusable. */
+ * or a frame past a limit (libzmq closes with EMSGSIZE there; we report -EPROTO), or
+ * -ENOMEM when the allocator failed. *consumed is set in every case; after a negative
+ * return the stream is unusable and every later call fails the same way. */
 static inline int mcq_zmtp_decoder_next(struct mcq_zmtp_decoder *d, const uint8_t *in, size_t len,
                                         size_t *consumed, struct mcq_zmtp_frame *f)
 {

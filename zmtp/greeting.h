@@ -14,7 +14,7 @@
 #define MCQ_ZMTP_GREETING_SERVER_OFF 32
 #define MCQ_ZMTP_VERSION_MAJOR 3
 #define MCQ_ZMTP_VERSION_MINOR 1
-#define MCQ_ZMTP_REASON_LEN 160 /* bytes of a failure reason, NUL included */
+#define MCQ_ZMTP_REASON_LEN 192 /* bytes of a failure reason, NUL included */
 
 /* What a peer's greeting says once it has been accepted. */
 struct mcq_zmtp_greeting {

@@ -117,15 +117,17 @@ struct mcq_zmtp_session {
     struct mcq_zmtp_decoder _dec;
     const struct mcq_zmtp_config *_cfg;
     const struct mcq_zmtp_mechanism *_mech;
-    uint64_t _deadline_ns;  /* handshake deadline */
-    uint64_t _last_rx_ns;   /* any byte counts as life */
-    uint64_t _next_ping_ns; /* 0 = heartbeats off */
-    uint64_t _ping_sent_ns; /* outstanding PING awaiting any traffic; 0 = none */
-    uint64_t _peer_ttl_ns;  /* from the peer's last PING; 0 = none */
-    uint64_t _cmd_offset;   /* stream offset of the command being handled */
-    void *_cmd_handle;      /* reassembled command body lent to the last event */
-    size_t _reserve;        /* output room needed before a handshake step */
-    int _err;               /* sticky error once CLOSED */
+    uint64_t _deadline_ns;      /* handshake deadline */
+    uint64_t _last_rx_ns;       /* any byte counts as life */
+    uint64_t _next_ping_ns;     /* 0 = heartbeats off */
+    uint64_t _pong_deadline_ns; /* our PING needs traffic by then; 0 = none pending */
+    uint64_t _peer_ttl_ns;      /* from the peer's last PING; 0 = none */
+    uint64_t _cmd_offset;       /* stream offset of the command being handled */
+    void *_cmd_handle;          /* reassembled command body lent to the last event */
+    const uint8_t *_meta;       /* peer metadata of the command being handled */
+    size_t _meta_len;
+    size_t _reserve; /* output room needed before a handshake step */
+    int _err;        /* sticky error once CLOSED */
     uint8_t _state;
     uint8_t _greeting_len;
     uint8_t _peer_minor;

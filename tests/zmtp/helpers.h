@@ -118,7 +118,18 @@ static inline void rec_add(struct rec_log *log, struct counting_alloc *ca, int t
         r->subscribe = ev->subscribe;
     if (type == MCQ_ZMTP_EV_PING)
         r->ttl_ds = ev->ttl_ds;
-    if (type != MCQ_ZMTP_EV_AUTH) {
+    if (type == MCQ_ZMTP_EV_AUTH) {
+        /* "mechanism|domain|address|identity|username|password" */
+        const struct mcq_zmtp_auth_request *a = ev->auth;
+        char buf[1200];
+        int n = snprintf(buf, sizeof(buf), "%s|%s|%s|%.*s|%.*s|%.*s", a->mechanism, a->domain,
+                         a->address, (int)a->identity_len, (const char *)a->identity,
+                         (int)a->credentials_len[0], (const char *)a->credentials[0],
+                         (int)a->credentials_len[1], (const char *)a->credentials[1]);
+        cr_assert_eq(a->n_credentials, 2);
+        r->len = (size_t)n;
+        r->data = (uint8_t *)strdup(buf);
+    } else {
         r->len = ev->len;
         r->data = malloc(ev->len + 1);
         if (ev->len)

@@ -31,7 +31,7 @@ static void fixture_fini(struct dec_fixture *f)
 struct dframe {
     uint8_t flags;
     size_t len;
-    uint8_t data[1024];
+    uint8_t data[4096];
 };
 
 /* Decodes in[0..len) split into pieces at the given cut points; returns frames or error. */
@@ -303,4 +303,30 @@ Test(decoder, next_is_command_peeks_without_consuming)
     cr_assert_eq(mcq_zmtp_decoder_next(&f.d, guard_place(&f.g, in, 1), 1, &used, &fr), 0);
     cr_assert(mcq_zmtp_decoder_next_is_command(&f.d, NULL, 0));
     fixture_fini(&f);
+}
+
+Test(decoder, long_frames_whole_in_input_are_views_and_respect_limits)
+{
+    static uint8_t in[2 * (9 + 4096)];
+    size_t h = mcq_zmtp_frame_header(in, MCQ_ZMTP_FLAG_MORE, 4096);
+    memset(in + h, 'q', 4096);
+    size_t h2 = mcq_zmtp_frame_header(in + h + 4096, 0, 4096);
+    size_t len = h + 4096 + h2 + 4096;
+    struct dec_fixture f;
+    fixture(&f, NULL, len);
+    const uint8_t *p = guard_place(&f.g, in, len);
+    size_t used;
+    struct mcq_zmtp_frame fr;
+    cr_assert_eq(mcq_zmtp_decoder_next(&f.d, p, len, &used, &fr), 1);
+    cr_assert(fr.data == p + 9 && fr.len == 4096 && fr.flags == MCQ_ZMTP_FLAG_MORE && !fr.handle);
+    cr_assert_eq(used, 9 + 4096);
+    fixture_fini(&f);
+
+    char why[MCQ_ZMTP_REASON_LEN];
+    struct mcq_zmtp_limits lim = {.max_msg_size = 8191};
+    cr_assert_eq(decode_one(in, len, &lim, why, NULL), -EPROTO);
+    cr_assert(strstr(why, "byte 4106") && strstr(why, "message limit"), "%s", why);
+    lim = (struct mcq_zmtp_limits){.max_frame_size = 4095};
+    cr_assert_eq(decode_one(in, len, &lim, why, NULL), -EPROTO);
+    cr_assert(strstr(why, "byte 1:"), "%s", why);
 }

@@ -106,3 +106,16 @@ Test(metadata, command_parse_splits_name_and_data)
     cr_assert_eq(mcq_zmtp_command_parse(S("\x00"), &c, why, sizeof(why)), -EPROTO);
     cr_assert_eq(mcq_zmtp_command_parse(S("\x05PING"), &c, why, sizeof(why)), -EPROTO);
 }
+
+Test(metadata, printable_masks_and_cuts_peer_bytes)
+{
+    char out[8];
+    mcq_zmtp_printable((const uint8_t *)"AB\x01\xff", 4, out, sizeof(out));
+    cr_assert_str_eq(out, "AB??");
+    mcq_zmtp_printable((const uint8_t *)"0123456789", 10, out, sizeof(out));
+    cr_assert_str_eq(out, "0123...");
+    mcq_zmtp_printable((const uint8_t *)"0123456", 7, out, sizeof(out));
+    cr_assert_str_eq(out, "0123456");
+    mcq_zmtp_printable((const uint8_t *)"abc", 3, out, 3);
+    cr_assert_str_eq(out, "ab");
+}

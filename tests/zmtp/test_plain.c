@@ -189,3 +189,15 @@ Test(plain, client_config_without_credentials_is_refused)
     c.cfg.mechanism = &mcq_zmtp_mech_plain_client;
     cr_assert_eq(mcq_zmtp_session_init(&c.s, &c.cfg, T0, &c.out), -EINVAL);
 }
+
+Test(plain, per_session_peer_address_overrides_the_config)
+{
+    static struct peer c, s;
+    plain_pair(&c, &s);
+    mcq_zmtp_session_set_peer_address(&s.s, "10.0.0.9");
+    peer_pump(&c, &s, T0, 0);
+    cr_assert_eq(s.log.n, 1);
+    cr_assert_str_eq((char *)s.log.ev[0].data, "PLAIN|global|10.0.0.9|srv|admin|secret");
+    peer_release(&c);
+    peer_release(&s);
+}

@@ -2,7 +2,7 @@
  * caller's input is returned as a pointer into that input (zero-copy); only a frame split
  * across inputs is reassembled, into memory from the caller's allocator, requested after
  * every limit check so a bogus length never commits memory. No allocation of its own, no
- * I/O. The common case (short data frame whole in the input) is inline. */
+ * I/O. The common case (a data frame whole in the input) is inline. */
 #ifndef MCQ_ZMTP_DECODER_H
 #define MCQ_ZMTP_DECODER_H
 

@@ -332,7 +332,8 @@ static int greeting_step(struct mcq_zmtp_session *s, const uint8_t *in, size_t l
     size_t take = MCQ_ZMTP_GREETING_LEN - s->_greeting_len;
     if (take > len)
         take = len;
-    memcpy(s->_greeting + s->_greeting_len, in, take);
+    if (take)
+        memcpy(s->_greeting + s->_greeting_len, in, take);
     s->_greeting_len += (uint8_t)take;
     *off = take;
     struct mcq_zmtp_greeting g;

@@ -4,6 +4,7 @@
  * sends whatever the session appended to its output buffer. Time is whatever the caller
  * passes as now_ns (monotonic). No I/O, no clock, no threads, no allocation but the
  * caller's allocator, no logging: failures come back as -errno plus a reason string.
+ * A session belongs to one thread (its shard); sessions share only the read-only config.
  *
  * Usage per connection:
  *   mcq_zmtp_session_init(&s, &cfg, now, &out);           -> our greeting is in out

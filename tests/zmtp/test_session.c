@@ -80,6 +80,10 @@ static void multipart(size_t chunk)
     cr_assert(e[2].more && e[2].len == 0);
     cr_assert(!e[3].more && e[3].len == 1 && e[3].data[0] == 'y');
     cr_assert(!e[4].more && e[4].len == 4 && !memcmp(e[4].data, "solo", 4));
+    if (chunk == 0)
+        cr_assert_eq(b.ca.allocs, 0, "whole frames must be views, not copies");
+    else
+        cr_assert_gt(b.ca.allocs, 0);
     peer_release(&a);
     peer_release(&b);
 }

@@ -12,6 +12,10 @@
  *                                                          &out, &used, &ev);
  *                              off += used; if (rc <= 0) break; handle(rc, &ev); }
  *   on timer (at mcq_zmtp_session_deadline): mcq_zmtp_session_tick(&s, now, &out);
+ *   to send once active: mcq_zmtp_frame_header(hdr, flags, len) + a view of the body in
+ *     one vectored send (NULL, PLAIN), or mcq_zmtp_session_send_frame when
+ *     mcq_zmtp_session_wraps (encrypting mechanisms); subscriptions with
+ *     mcq_zmtp_session_send_subscription (or its header + a view of the topic);
  *   mcq_zmtp_session_release(&s) when the connection goes away. */
 #ifndef MCQ_ZMTP_SESSION_H
 #define MCQ_ZMTP_SESSION_H

@@ -13,12 +13,9 @@
 #define TTL_DS_MAX UINT16_MAX
 #define PING_TTL_BYTES 2
 /* Command name prefixes (name-length byte + name) of commands the session sends. */
-#define CMD_PONG (const uint8_t *)"\x04PONG", 5
-#define CMD_SUBSCRIBE (const uint8_t *)"\x09SUBSCRIBE", 10
-#define CMD_CANCEL                                                                                 \
-    (const uint8_t *)"\x06"                                                                        \
-                     "CANCEL",                                                                     \
-        7
+#define CMD_PONG (const uint8_t *)"\004PONG", 5
+#define CMD_SUBSCRIBE (const uint8_t *)"\011SUBSCRIBE", 10
+#define CMD_CANCEL (const uint8_t *)"\006CANCEL", 7
 #define SUB_PREFIX_MAX 0x01 /* 3.0 form: first byte 0x01 subscribe, 0x00 cancel */
 /* libzmq's PLAIN ERROR is written "\x05ERROR" in C, which is 0x5E "RROR" on the wire. */
 #define LIBZMQ_BAD_ERROR_NAME_LEN 0x5E
@@ -77,6 +74,9 @@ int mcq_zmtp_session_init(struct mcq_zmtp_session *s, const struct mcq_zmtp_conf
         return -EINVAL;
     if (out_free(out) < MCQ_ZMTP_GREETING_LEN)
         return -ENOBUFS;
+    if (mcq_zmtp_greeting_build(out->buf + out->len, mech->name, mech->as_server,
+                                cfg->announce_zmtp30 ? 0 : MCQ_ZMTP_VERSION_MINOR) < 0)
+        return -EINVAL;
 
     memset(s, 0, offsetof(struct mcq_zmtp_session, _mech_state));
     memset(s->_mech_state, 0, mech->state_size);
@@ -96,8 +96,6 @@ int mcq_zmtp_session_init(struct mcq_zmtp_session *s, const struct mcq_zmtp_conf
     s->_deadline_ns = ivl == MCQ_ZMTP_NO_DEADLINE ? UINT64_MAX : now_ns + ivl * MCQ_ZMTP_NS_PER_MS;
     s->_last_rx_ns = now_ns;
     mcq_zmtp_decoder_init(&s->_dec, &cfg->limits, &cfg->allocator, MCQ_ZMTP_GREETING_LEN);
-    mcq_zmtp_greeting_build(out->buf + out->len, mech->name, mech->as_server,
-                            cfg->announce_zmtp30 ? 0 : MCQ_ZMTP_VERSION_MINOR);
     out->len += MCQ_ZMTP_GREETING_LEN;
     s->_state = MCQ_ZMTP_GREETING;
     return 0;
@@ -121,8 +119,7 @@ uint64_t mcq_zmtp_session_command_offset(const struct mcq_zmtp_session *s)
 static void release_lent(struct mcq_zmtp_session *s)
 {
     if (s->_cmd_handle) {
-        if (s->_dec._alloc.release)
-            s->_dec._alloc.release(s->_dec._alloc.user, s->_cmd_handle);
+        mcq_zmtp_session_free(s, s->_cmd_handle);
         s->_cmd_handle = NULL;
     }
 }

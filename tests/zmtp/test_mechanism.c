@@ -178,7 +178,7 @@ Test(mechanism, unwrap_failure_closes_with_its_reason)
     peer_release(&b);
 }
 
-Test(mechanism, half_a_wrap_pair_is_refused)
+Test(mechanism, half_a_wrap_pair_and_long_names_are_refused)
 {
     static const struct mcq_zmtp_mechanism half = {
         .name = "HALF", .start = xor_start, .command = xor_command, .unwrap = xor_unwrap};
@@ -186,6 +186,11 @@ Test(mechanism, half_a_wrap_pair_is_refused)
     peer_setup(&a, MCQ_ZMTP_PAIR);
     a.cfg.mechanism = &half;
     cr_assert_eq(mcq_zmtp_session_init(&a.s, &a.cfg, T0, &a.out), -EINVAL);
+    static const struct mcq_zmtp_mechanism long_name = {
+        .name = "A-NAME-OF-21-LETTERS!", .start = xor_start, .command = xor_command};
+    a.cfg.mechanism = &long_name;
+    cr_assert_eq(mcq_zmtp_session_init(&a.s, &a.cfg, T0, &a.out), -EINVAL);
+    cr_assert_eq(a.out.len, 0);
 }
 
 /* On plaintext mechanisms the send API writes exactly what the encoder builds. */

@@ -32,10 +32,11 @@ struct mcq_zmtp_mechanism {
     /* Active phase of an encrypting mechanism (CURVE); NULL for plaintext ones, which
      * keeps the zero-copy path. Both set or both NULL. unwrap turns one received frame
      * into the frame it carries (data, len, flags MORE|COMMAND), in memory from
-     * mcq_zmtp_session_alloc whose handle it leaves in f->handle for the caller; it gives
-     * back the incoming f->handle itself. 0 or a negative errno via mcq_zmtp_session_fail.
-     * wrap appends the wire form of one frame whose body is prefix + body; at most
-     * wrap_overhead bytes beyond the body. 0 or -ENOBUFS (nothing appended). */
+     * mcq_zmtp_session_alloc whose handle it leaves in f->handle for the caller, and gives
+     * back the incoming f->handle; on failure it leaves *f untouched and returns a
+     * negative errno via mcq_zmtp_session_fail. wrap appends the wire form of one frame
+     * whose body is prefix + body, at most wrap_overhead bytes beyond the body; 0 or
+     * -ENOBUFS (nothing appended). */
     int (*unwrap)(struct mcq_zmtp_session *s, struct mcq_zmtp_frame *f);
     int (*wrap)(struct mcq_zmtp_session *s, uint8_t flags, const uint8_t *prefix, size_t prefix_len,
                 const uint8_t *body, size_t len, struct mcq_zmtp_out *out);

@@ -464,6 +464,7 @@ int mcq_zmtp_session_next(struct mcq_zmtp_session *s, const uint8_t *in, size_t 
         if (__builtin_expect(s->_wraps, 0) && s->_state == MCQ_ZMTP_ACTIVE) {
             s->_cmd_offset = s->_dec._frame_start;
             if ((rc = s->_mech->unwrap(s, &f)) < 0) {
+                s->_cmd_handle = f.handle; /* unwrap leaves f alone when it fails */
                 *consumed = off;
                 return mcq_zmtp_session_fail(s, rc, "%s frame could not be unwrapped (%d)",
                                              s->_mech->name, rc);

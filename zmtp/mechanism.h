@@ -75,6 +75,7 @@ void mcq_zmtp_session_free(struct mcq_zmtp_session *s, void *handle);
 /* Stream offset of the first byte of the command being handled, for reasons. */
 uint64_t mcq_zmtp_session_command_offset(const struct mcq_zmtp_session *s);
 
+/* The mechanism's private state (state_size bytes, zeroed at init, 16-byte aligned). */
 static inline void *mcq_zmtp_session_mech_state(struct mcq_zmtp_session *s)
 {
     return s->_mech_state;

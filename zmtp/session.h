@@ -195,6 +195,7 @@ size_t mcq_zmtp_session_out_reserve(const struct mcq_zmtp_session *s);
 /* Why the session closed (empty while open). */
 const char *mcq_zmtp_session_reason(const struct mcq_zmtp_session *s);
 
+/* Where the session is; MCQ_ZMTP_CLOSED after any failure or release. */
 static inline enum mcq_zmtp_state mcq_zmtp_session_state(const struct mcq_zmtp_session *s)
 {
     return (enum mcq_zmtp_state)s->_state;

@@ -81,6 +81,7 @@ static inline void *mcq_zmtp_session_mech_state(struct mcq_zmtp_session *s)
     return s->_mech_state;
 }
 
+/* The borrowed config the session was started with. */
 static inline const struct mcq_zmtp_config *
 mcq_zmtp_session_config(const struct mcq_zmtp_session *s)
 {

@@ -116,9 +116,10 @@ static void *stream_producer(void *arg)
     if (!side_start(p, 0, &p->cpu_a, &p->err_a, &p->to_a))
         return NULL;
     p->start_ns = bench_now_ns();
-    unsigned batch = STREAM_BATCH_MIN, spins = 0;
+    unsigned batch = STREAM_BATCH_MIN;
     for (uint64_t seq = 0; seq < p->count;) {
         for (unsigned i = 0; i < batch && seq < p->count; i++, seq++) {
+            unsigned spins = 0;
             while (!mcq_spsc_push(p->to_b, (struct mcq_spsc_entry){.a = (void *)(uintptr_t)seq})) {
                 mcq_spsc_publish(p->to_b);
                 spin_wait(p, &spins);
@@ -143,6 +144,7 @@ static void *stream_consumer(void *arg)
             spin_wait(p, &spins);
             continue;
         }
+        spins = 0;
         for (unsigned i = 0; i < n; i++, seq++) {
             if ((uintptr_t)out[i].a != seq)
                 p->err_b = -EPROTO;

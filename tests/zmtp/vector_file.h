@@ -1,4 +1,4 @@
-/* Loader for the libzmq captures in tests/zmtp/vectors/*.hex (format in the README there).
+/* Loader for the libzmq captures in tests/zmtp/vectors/ (format in the README there).
  * Header-only so any test can include it without touching the test glob. */
 #ifndef MCQ_TESTS_ZMTP_VECTOR_FILE_H
 #define MCQ_TESTS_ZMTP_VECTOR_FILE_H

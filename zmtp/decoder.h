@@ -2,7 +2,7 @@
  * caller's input is returned as a pointer into that input (zero-copy); only a frame split
  * across inputs is reassembled, into memory from the caller's allocator, requested after
  * every limit check so a bogus length never commits memory. No allocation of its own, no
- * I/O. The common case (short data frame whole in the input) is inline. */
+ * I/O. The common case (a data frame whole in the input) is inline. */
 #ifndef MCQ_ZMTP_DECODER_H
 #define MCQ_ZMTP_DECODER_H
 
@@ -107,31 +107,46 @@ int mcq_zmtp_decoder_next_slow(struct mcq_zmtp_decoder *d, const uint8_t *in, si
  * or a frame past a limit (libzmq closes with EMSGSIZE there; we report -EPROTO), or
  * -ENOMEM when the allocator failed. *consumed is set in every case; after a negative
  * return the stream is unusable and every later call fails the same way. */
+/* Private to mcq_zmtp_decoder_next: delivers a data frame that lies whole in the input
+ * once the limits allow it. */
+static inline __attribute__((always_inline)) int
+mcq_zmtp_decoder_take_(struct mcq_zmtp_decoder *d, const uint8_t *in, size_t len, size_t hl,
+                       uint64_t size, size_t *consumed, struct mcq_zmtp_frame *f)
+{
+    /* size <= len - hl also rules out the high bit: no buffer is 2^63 bytes. */
+    if (__builtin_expect(size > len - hl || size > d->_max_frame ||
+                             size > d->_max_msg - d->_msg_bytes || d->_msg_frames >= d->_max_frames,
+                         0))
+        return mcq_zmtp_decoder_next_slow(d, in, len, consumed, f);
+    uint8_t more = in[0] & MCQ_ZMTP_FLAG_MORE;
+    f->data = in + hl;
+    f->len = (size_t)size;
+    f->handle = NULL;
+    f->flags = more;
+    *consumed = hl + (size_t)size;
+    d->_offset += hl + size;
+    if (more) {
+        d->_msg_bytes += size;
+        d->_msg_frames++;
+    } else {
+        d->_msg_bytes = 0;
+        d->_msg_frames = 0;
+    }
+    return 1;
+}
+
 static inline int mcq_zmtp_decoder_next(struct mcq_zmtp_decoder *d, const uint8_t *in, size_t len,
                                         size_t *consumed, struct mcq_zmtp_frame *f)
 {
     if (__builtin_expect(d->_state == 0 && len >= 2, 1)) {
         uint8_t flags = in[0];
-        size_t size = in[1];
-        uint64_t msg = d->_msg_bytes + size;
-        if (__builtin_expect(flags <= MCQ_ZMTP_FLAG_MORE && size + 2 <= len &&
-                                 size <= d->_max_frame && msg <= d->_max_msg &&
-                                 d->_msg_frames < d->_max_frames,
-                             1)) {
-            f->data = in + 2;
-            f->len = size;
-            f->handle = NULL;
-            f->flags = flags;
-            *consumed = size + 2;
-            d->_offset += size + 2;
-            if (flags) {
-                d->_msg_bytes = msg;
-                d->_msg_frames++;
-            } else {
-                d->_msg_bytes = 0;
-                d->_msg_frames = 0;
-            }
-            return 1;
+        if (__builtin_expect(flags <= MCQ_ZMTP_FLAG_MORE, 1))
+            return mcq_zmtp_decoder_take_(d, in, len, 2, in[1], consumed, f);
+        if ((flags & ~MCQ_ZMTP_FLAG_MORE) == MCQ_ZMTP_FLAG_LONG && len >= MCQ_ZMTP_HEADER_MAX) {
+            uint64_t size;
+            __builtin_memcpy(&size, in + 1, sizeof(size));
+            return mcq_zmtp_decoder_take_(d, in, len, MCQ_ZMTP_HEADER_MAX, __builtin_bswap64(size),
+                                          consumed, f);
         }
     }
     return mcq_zmtp_decoder_next_slow(d, in, len, consumed, f);

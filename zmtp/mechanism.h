@@ -41,6 +41,13 @@ extern const struct mcq_zmtp_mechanism mcq_zmtp_mech_plain_server;
 int mcq_zmtp_session_fail(struct mcq_zmtp_session *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Closes with -EPROTO: command `cmd` is not one of `expected` in this handshake state. */
+int mcq_zmtp_session_unexpected(struct mcq_zmtp_session *s, const struct mcq_zmtp_command *cmd,
+                                const char *expected);
+
+/* The peer address for auth requests: the one set on the session, else the config's. */
+const char *mcq_zmtp_session_peer_address(const struct mcq_zmtp_session *s);
+
 /* Appends command `name` ("READY"/"INITIATE") carrying our metadata. 0 or -ENOBUFS. */
 int mcq_zmtp_session_send_metadata(struct mcq_zmtp_session *s, struct mcq_zmtp_out *out,
                                    const char *name);

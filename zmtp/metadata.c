@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #define VALUE_LEN_BYTES 4 /* big-endian property value length */
+#define PRINT_NAME_MAX 24 /* bytes of a peer-chosen name quoted in a reason */
 
 static const char *const type_names[MCQ_ZMTP_SOCKET_TYPE_COUNT] = {
     [MCQ_ZMTP_PAIR] = "PAIR",     [MCQ_ZMTP_PUB] = "PUB",   [MCQ_ZMTP_SUB] = "SUB",
@@ -58,6 +59,24 @@ bool mcq_zmtp_socket_type_sends_identity(int type)
     return type == MCQ_ZMTP_REQ || type == MCQ_ZMTP_DEALER || type == MCQ_ZMTP_ROUTER;
 }
 
+void mcq_zmtp_printable(const uint8_t *in, size_t len, char *out, size_t out_len)
+{
+    static const char ellipsis[] = "...";
+    if (out_len == 0)
+        return;
+    size_t room = out_len - 1, n = len;
+    bool cut = n > room;
+    if (cut)
+        n = room >= sizeof(ellipsis) - 1 ? room - (sizeof(ellipsis) - 1) : room;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (in[i] >= 0x20 && in[i] < 0x7F) ? (char)in[i] : '?';
+    if (cut && room >= sizeof(ellipsis) - 1) {
+        memcpy(out + n, ellipsis, sizeof(ellipsis) - 1);
+        n += sizeof(ellipsis) - 1;
+    }
+    out[n] = '\0';
+}
+
 int mcq_zmtp_metadata_next(const uint8_t *data, size_t len, size_t *pos,
                            struct mcq_zmtp_property *p, char *reason, size_t reason_len)
 {
@@ -83,12 +102,14 @@ int mcq_zmtp_metadata_next(const uint8_t *data, size_t len, size_t *pos,
     uint64_t value_len = (uint64_t)v[0] << 24 | (uint64_t)v[1] << 16 | (uint64_t)v[2] << 8 | v[3];
     size_t left = len - at - 1 - name_len - VALUE_LEN_BYTES;
     if (value_len > left) {
-        if (reason)
+        if (reason) {
+            char name[PRINT_NAME_MAX];
+            mcq_zmtp_printable(data + at + 1, name_len, name, sizeof(name));
             snprintf(reason, reason_len,
-                     "metadata byte %zu: value length %llu of property \"%.*s\" runs past "
+                     "metadata byte %zu: value length %llu of property \"%s\" runs past "
                      "the command (%zu bytes left)",
-                     at + 1 + name_len, (unsigned long long)value_len, (int)name_len,
-                     (const char *)data + at + 1, left);
+                     at + 1 + name_len, (unsigned long long)value_len, name, left);
+        }
         return -EPROTO;
     }
     p->name = data + at + 1;

@@ -58,6 +58,10 @@ int mcq_zmtp_metadata_next(const uint8_t *data, size_t len, size_t *pos,
 int mcq_zmtp_metadata_find(const uint8_t *data, size_t len, const char *name,
                            struct mcq_zmtp_property *p);
 
+/* Copies peer bytes into out[0..out_len) as a NUL-terminated string fit for a reason:
+ * bytes outside printable ASCII become '?', and a cut-off copy ends in "...". */
+void mcq_zmtp_printable(const uint8_t *in, size_t len, char *out, size_t out_len);
+
 /* A command body split into name and data (both borrowed from the body). */
 struct mcq_zmtp_command {
     const uint8_t *name;

@@ -14,12 +14,7 @@ static int null_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_comman
     (void)out;
     (void)ev;
     if (!mcq_zmtp_command_is(cmd, "READY"))
-        return mcq_zmtp_session_fail(
-            s, -EPROTO,
-            "command at byte %llu: unexpected \"%.*s\" in the NULL handshake "
-            "(expected READY)",
-            (unsigned long long)mcq_zmtp_session_command_offset(s), (int)cmd->name_len,
-            (const char *)cmd->name);
+        return mcq_zmtp_session_unexpected(s, cmd, "READY");
     int rc = mcq_zmtp_session_accept_metadata(s, cmd->data, cmd->len);
     return rc < 0 ? rc : MCQ_ZMTP_MECH_DONE;
 }

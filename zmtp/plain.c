@@ -28,15 +28,6 @@ static unsigned long long cmd_at(const struct mcq_zmtp_session *s)
     return (unsigned long long)mcq_zmtp_session_command_offset(s);
 }
 
-static int unexpected(struct mcq_zmtp_session *s, const struct mcq_zmtp_command *cmd,
-                      const char *want)
-{
-    return mcq_zmtp_session_fail(s, -EPROTO,
-                                 "command at byte %llu: unexpected \"%.*s\" in the PLAIN "
-                                 "handshake (expected %s)",
-                                 cmd_at(s), (int)cmd->name_len, (const char *)cmd->name, want);
-}
-
 static int client_validate(const struct mcq_zmtp_config *cfg)
 {
     const struct mcq_zmtp_plain_credentials *c = cfg->mechanism_arg;
@@ -64,7 +55,7 @@ static int client_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_comm
     (void)ev;
     if (p->state == PLAIN_WAIT_WELCOME) {
         if (!mcq_zmtp_command_is(cmd, "WELCOME"))
-            return unexpected(s, cmd, "WELCOME");
+            return mcq_zmtp_session_unexpected(s, cmd, "WELCOME");
         if (cmd->len)
             return mcq_zmtp_session_fail(s, -EPROTO,
                                          "WELCOME at byte %llu carries %zu data bytes (must "
@@ -74,7 +65,7 @@ static int client_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_comm
         return mcq_zmtp_session_send_metadata(s, out, "INITIATE");
     }
     if (!mcq_zmtp_command_is(cmd, "READY"))
-        return unexpected(s, cmd, "READY");
+        return mcq_zmtp_session_unexpected(s, cmd, "READY");
     int rc = mcq_zmtp_session_accept_metadata(s, cmd->data, cmd->len);
     return rc < 0 ? rc : MCQ_ZMTP_MECH_DONE;
 }
@@ -102,7 +93,7 @@ static int server_hello(struct mcq_zmtp_session *s, struct plain *p,
     const struct mcq_zmtp_config *cfg = mcq_zmtp_session_config(s);
     p->auth = (struct mcq_zmtp_auth_request){
         .domain = cfg->zap_domain ? cfg->zap_domain : "",
-        .address = cfg->peer_address ? cfg->peer_address : "",
+        .address = mcq_zmtp_session_peer_address(s),
         .identity = cfg->identity,
         .identity_len = cfg->identity_len,
         .mechanism = "PLAIN",
@@ -120,11 +111,11 @@ static int server_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_comm
     struct plain *p = mcq_zmtp_session_mech_state(s);
     if (p->state == PLAIN_WAIT_HELLO) {
         if (!mcq_zmtp_command_is(cmd, "HELLO"))
-            return unexpected(s, cmd, "HELLO");
+            return mcq_zmtp_session_unexpected(s, cmd, "HELLO");
         return server_hello(s, p, cmd, ev);
     }
     if (!mcq_zmtp_command_is(cmd, "INITIATE"))
-        return unexpected(s, cmd, "INITIATE");
+        return mcq_zmtp_session_unexpected(s, cmd, "INITIATE");
     int rc = mcq_zmtp_session_accept_metadata(s, cmd->data, cmd->len);
     if (rc < 0)
         return rc;
@@ -136,6 +127,8 @@ static int server_auth_reply(struct mcq_zmtp_session *s, unsigned status_code,
                              struct mcq_zmtp_out *out)
 {
     struct plain *p = mcq_zmtp_session_mech_state(s);
+    /* The credentials it pointed at belong to a buffer that is gone by now. */
+    p->auth = (struct mcq_zmtp_auth_request){0};
     if (status_code == ZAP_OK) {
         int n = mcq_zmtp_encode_plain_welcome(out->buf + out->len, out->cap - out->len);
         if (n < 0)

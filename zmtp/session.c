@@ -129,6 +129,32 @@ void mcq_zmtp_session_release(struct mcq_zmtp_session *s)
     }
 }
 
+#define PRINT_NAME_MAX 24 /* bytes of a peer-chosen name quoted in a reason */
+
+int mcq_zmtp_session_unexpected(struct mcq_zmtp_session *s, const struct mcq_zmtp_command *cmd,
+                                const char *expected)
+{
+    char name[PRINT_NAME_MAX];
+    mcq_zmtp_printable(cmd->name, cmd->name_len, name, sizeof(name));
+    return mcq_zmtp_session_fail(s, -EPROTO,
+                                 "command at byte %llu: unexpected \"%s\" in the %s handshake "
+                                 "(expected %s)",
+                                 (unsigned long long)s->_cmd_offset, name, s->_mech->name,
+                                 expected);
+}
+
+void mcq_zmtp_session_set_peer_address(struct mcq_zmtp_session *s, const char *address)
+{
+    s->_peer_address = address;
+}
+
+const char *mcq_zmtp_session_peer_address(const struct mcq_zmtp_session *s)
+{
+    if (s->_peer_address)
+        return s->_peer_address;
+    return s->_cfg->peer_address ? s->_cfg->peer_address : "";
+}
+
 int mcq_zmtp_session_send_metadata(struct mcq_zmtp_session *s, struct mcq_zmtp_out *out,
                                    const char *name)
 {
@@ -163,11 +189,13 @@ int mcq_zmtp_session_accept_metadata(struct mcq_zmtp_session *s, const uint8_t *
                                              "command at byte %llu: duplicate Socket-Type", at);
             have_type = true;
             int t = mcq_zmtp_socket_type_parse(p.value, p.value_len);
-            if (t < 0)
+            if (t < 0) {
+                char name[PRINT_NAME_MAX];
+                mcq_zmtp_printable(p.value, p.value_len, name, sizeof(name));
                 return mcq_zmtp_session_fail(
-                    s, -EPROTO, "command at byte %llu: unknown Socket-Type \"%.*s\" (%zu bytes)",
-                    at, p.value_len > 16 ? 16 : (int)p.value_len, (const char *)p.value,
-                    p.value_len);
+                    s, -EPROTO, "command at byte %llu: unknown Socket-Type \"%s\" (%zu bytes)", at,
+                    name, p.value_len);
+            }
             if (!mcq_zmtp_socket_types_compatible(s->_cfg->socket_type, t))
                 return mcq_zmtp_session_fail(
                     s, -EPROTO, "command at byte %llu: peer Socket-Type %s cannot talk to our %s",
@@ -227,10 +255,12 @@ static int handshake_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_f
 {
     const uint8_t *reason;
     size_t rlen;
-    if (parse_error(f->data, f->len, &reason, &rlen))
-        return mcq_zmtp_session_fail(s, -ECONNREFUSED, "peer sent ERROR \"%.*s\" at byte %llu",
-                                     (int)rlen, (const char *)reason,
+    if (parse_error(f->data, f->len, &reason, &rlen)) {
+        char text[MCQ_ZMTP_ERROR_REASON_MAX + 1];
+        mcq_zmtp_printable(reason, rlen, text, sizeof(text));
+        return mcq_zmtp_session_fail(s, -ECONNREFUSED, "peer sent ERROR \"%s\" at byte %llu", text,
                                      (unsigned long long)s->_cmd_offset);
+    }
     struct mcq_zmtp_command cmd;
     char why[MCQ_ZMTP_REASON_LEN];
     if (mcq_zmtp_command_parse(f->data, f->len, &cmd, why, sizeof(why)) < 0)
@@ -302,7 +332,8 @@ static int greeting_step(struct mcq_zmtp_session *s, const uint8_t *in, size_t l
     size_t take = MCQ_ZMTP_GREETING_LEN - s->_greeting_len;
     if (take > len)
         take = len;
-    memcpy(s->_greeting + s->_greeting_len, in, take);
+    if (take)
+        memcpy(s->_greeting + s->_greeting_len, in, take);
     s->_greeting_len += (uint8_t)take;
     *off = take;
     struct mcq_zmtp_greeting g;

@@ -4,6 +4,7 @@
  * sends whatever the session appended to its output buffer. Time is whatever the caller
  * passes as now_ns (monotonic). No I/O, no clock, no threads, no allocation but the
  * caller's allocator, no logging: failures come back as -errno plus a reason string.
+ * A session belongs to one thread (its shard); sessions share only the read-only config.
  *
  * Usage per connection:
  *   mcq_zmtp_session_init(&s, &cfg, now, &out);           -> our greeting is in out
@@ -50,7 +51,7 @@ struct mcq_zmtp_config {
     const struct mcq_zmtp_property *properties; /* extra READY properties ("X-...") */
     size_t n_properties;
     const char *zap_domain;   /* echoed in auth requests; NULL = "" */
-    const char *peer_address; /* idem; the connection layer may set one per session */
+    const char *peer_address; /* idem; see also mcq_zmtp_session_set_peer_address */
     struct mcq_zmtp_limits limits;
     struct mcq_zmtp_allocator allocator;
     uint32_t handshake_ivl_ms;     /* greeting + handshake deadline; 0 = 30000 */
@@ -124,6 +125,7 @@ struct mcq_zmtp_session {
     uint64_t _peer_ttl_ns;      /* from the peer's last PING; 0 = none */
     uint64_t _cmd_offset;       /* stream offset of the command being handled */
     void *_cmd_handle;          /* reassembled command body lent to the last event */
+    const char *_peer_address;  /* per-connection override of cfg->peer_address */
     const uint8_t *_meta;       /* peer metadata of the command being handled */
     size_t _meta_len;
     size_t _reserve; /* output room needed before a handshake step */
@@ -173,6 +175,10 @@ int mcq_zmtp_session_tick(struct mcq_zmtp_session *s, uint64_t now_ns, struct mc
 
 /* When mcq_zmtp_session_tick next has work, in ns; UINT64_MAX for never. */
 uint64_t mcq_zmtp_session_deadline(const struct mcq_zmtp_session *s);
+
+/* Sets the peer address reported in auth requests (borrowed; must outlive the session),
+ * for a config shared by many connections. Call after init, before the handshake. */
+void mcq_zmtp_session_set_peer_address(struct mcq_zmtp_session *s, const char *address);
 
 /* Gives back the command buffer lent to the last event and a half-reassembled frame, and
  * closes the session. Safe on a zeroed or closed session. */

@@ -3,7 +3,7 @@
  * I/O thread). NULL and PLAIN in both roles, multipart messages, subscriptions both ways
  * (3.1 commands and 3.0 messages), heartbeats both ways. Every wait is a poll with a
  * deadline; nothing sleeps. */
-#include "session_util.h"
+#include "zmtp/helpers.h"
 #include "zmtp/encoder.h"
 #include "zmtp/mechanism.h"
 
@@ -21,7 +21,6 @@
 #define WAIT_MS 5000       /* upper bound of any single wait in these tests */
 #define TEST_TIMEOUT_S 30  /* Criterion kills a test that somehow exceeds this */
 #define BUF_CAP (1u << 16) /* bytes of our receive and send buffers */
-#define MAX_EVENTS 256
 #define MAX_PARTS 8
 #define BIG_FRAME (100u * 1024) /* bytes: split across reads, so it is reassembled */
 #define HB_IVL_MS 50
@@ -36,18 +35,14 @@ struct live {
     struct mcq_zmtp_session s;
     struct mcq_zmtp_config cfg;
     struct mcq_zmtp_plain_credentials creds;
-    struct counting_alloc alloc;
+    struct counting_alloc ca;
     struct mcq_zmtp_out out;
     uint8_t out_buf[BUF_CAP];
     uint8_t in_buf[BUF_CAP];
-    size_t in_len;
-    struct event_rec ev[MAX_EVENTS];
-    size_t n_ev;
+    struct rec_log log;
     int rc; /* the session's error once closed, else 0 */
     bool eof;
     unsigned auth_status;
-    char auth_user[64];
-    char auth_pass[64];
     void *zap; /* optional in-process ZAP handler (REP) answering zap_status */
     const char *zap_status;
     int zap_requests;
@@ -66,7 +61,7 @@ static void live_init(struct live *l, int socket_type, const struct mcq_zmtp_mec
     l->fd = -1;
     l->cfg.socket_type = socket_type;
     l->cfg.mechanism = mech;
-    l->cfg.allocator = counting_allocator(&l->alloc);
+    l->cfg.allocator = ca_allocator(&l->ca);
     l->out = (struct mcq_zmtp_out){.buf = l->out_buf, .len = 0, .cap = BUF_CAP};
     l->auth_status = 200;
 }
@@ -204,41 +199,11 @@ static void live_handle_zap(struct live *l)
     l->zap_requests++;
 }
 
-static void live_feed(struct live *l)
+/* Feeds what recv returned; helpers.h's feed records events and answers auth at once. */
+static void live_feed(struct live *l, size_t len)
 {
-    size_t off = 0;
-    while (!l->rc) {
-        struct mcq_zmtp_event ev;
-        memset(&ev, 0, sizeof(ev));
-        size_t used = 0;
-        int rc = mcq_zmtp_session_next(&l->s, l->in_buf + off, l->in_len - off, now_ns(), &l->out,
-                                       &used, &ev);
-        off += used;
-        if (rc == -ENOBUFS) {
-            live_flush(l);
-            continue;
-        }
-        if (rc < 0) {
-            l->rc = rc;
-            break;
-        }
-        if (rc == MCQ_ZMTP_EV_NONE)
-            break;
-        if (l->n_ev < MAX_EVENTS)
-            event_rec_take(&l->ev[l->n_ev++], rc, &ev, &l->alloc);
-        if (rc == MCQ_ZMTP_EV_AUTH) {
-            const struct mcq_zmtp_auth_request *a = ev.auth;
-            snprintf(l->auth_user, sizeof(l->auth_user), "%.*s", (int)a->credentials_len[0],
-                     (const char *)a->credentials[0]);
-            snprintf(l->auth_pass, sizeof(l->auth_pass), "%.*s", (int)a->credentials_len[1],
-                     (const char *)a->credentials[1]);
-            int arc = mcq_zmtp_session_auth_reply(&l->s, l->auth_status, &l->out);
-            if (arc < 0)
-                l->rc = arc;
-        }
-    }
-    memmove(l->in_buf, l->in_buf + off, l->in_len - off);
-    l->in_len -= off;
+    feed(&l->s, &l->ca, l->in_buf, len, now_ns(), &l->out, &l->log, l->auth_status);
+    l->rc = l->log.err;
     live_flush(l);
 }
 
@@ -273,20 +238,18 @@ static bool live_pump(struct live *l, void *extra, int wait_ms)
     int rc = zmq_poll(items, n, timeout);
     cr_assert_geq(rc, 0, "zmq_poll: %s", zmq_strerror(zmq_errno()));
     if (fd_at >= 0 && (items[fd_at].revents & ZMQ_POLLIN)) {
-        ssize_t got = recv(l->fd, l->in_buf + l->in_len, BUF_CAP - l->in_len, 0);
+        ssize_t got = recv(l->fd, l->in_buf, BUF_CAP, 0);
         if (got <= 0)
             l->eof = true;
-        else {
-            l->in_len += (size_t)got;
-            live_feed(l);
-        }
+        else
+            live_feed(l, (size_t)got);
     }
     if (zap_at >= 0 && (items[zap_at].revents & ZMQ_POLLIN))
         live_handle_zap(l);
     if (!l->rc && now_ns() >= mcq_zmtp_session_deadline(&l->s)) {
         int trc = mcq_zmtp_session_tick(&l->s, now_ns(), &l->out);
         if (trc < 0)
-            l->rc = trc;
+            l->rc = l->log.err = trc;
         live_flush(l);
     }
     return extra_at >= 0 && (items[extra_at].revents & ZMQ_POLLIN);
@@ -295,8 +258,8 @@ static bool live_pump(struct live *l, void *extra, int wait_ms)
 static size_t count_events(const struct live *l, int type)
 {
     size_t n = 0;
-    for (size_t i = 0; i < l->n_ev; i++)
-        n += l->ev[i].type == type;
+    for (size_t i = 0; i < l->log.n; i++)
+        n += l->log.ev[i].type == type;
     return n;
 }
 
@@ -354,18 +317,18 @@ static void assert_part(zmq_msg_t *m, const void *data, size_t len)
 }
 
 /* The i-th FRAME event. */
-static const struct event_rec *frame_event(const struct live *l, size_t i)
+static const struct rec_event *frame_event(const struct live *l, size_t i)
 {
-    for (size_t k = 0; k < l->n_ev; k++)
-        if (l->ev[k].type == MCQ_ZMTP_EV_FRAME && i-- == 0)
-            return &l->ev[k];
+    for (size_t k = 0; k < l->log.n; k++)
+        if (l->log.ev[k].type == MCQ_ZMTP_EV_FRAME && i-- == 0)
+            return &l->log.ev[k];
     cr_assert_fail("no frame event #%zu", i);
     return NULL;
 }
 
 static void assert_frame(const struct live *l, size_t i, const void *data, size_t len, bool more)
 {
-    const struct event_rec *e = frame_event(l, i);
+    const struct rec_event *e = frame_event(l, i);
     cr_assert_eq(e->len, len, "frame %zu: %zu bytes, want %zu", i, e->len, len);
     cr_assert_eq(memcmp(e->data, data, len), 0, "frame %zu content", i);
     cr_assert_eq(e->more, more, "frame %zu MORE", i);
@@ -376,9 +339,8 @@ static void live_fini(struct live *l)
     if (l->fd >= 0)
         close(l->fd);
     mcq_zmtp_session_release(&l->s);
-    for (size_t i = 0; i < l->n_ev; i++)
-        event_rec_free(&l->ev[i]);
-    cr_assert_eq(l->alloc.live, 0, "reassembly buffers leaked");
+    rec_free(&l->log);
+    cr_assert_eq(l->ca.allocs, l->ca.releases, "reassembly buffers leaked");
 }
 
 static void *zsocket(void *ctx, int type)
@@ -593,8 +555,8 @@ Test(interop, plain_engine_server_libzmq_client, .timeout = TEST_TIMEOUT_S)
     live_accept_from(l, dealer);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     cr_assert_eq(count_events(l, MCQ_ZMTP_EV_AUTH), 1);
-    cr_assert_str_eq(l->auth_user, PLAIN_USER);
-    cr_assert_str_eq(l->auth_pass, PLAIN_PASS);
+    /* mechanism|domain|address|identity|username|password */
+    cr_assert_str_eq((const char *)l->log.ev[0].data, "PLAIN||||" PLAIN_USER "|" PLAIN_PASS);
 
     zsend(dealer, "m1", 2, true);
     zsend(dealer, "m2", 2, false);
@@ -629,7 +591,7 @@ Test(interop, plain_engine_server_rejects_libzmq_client, .timeout = TEST_TIMEOUT
     l->auth_status = 400;
     live_accept_from(l, dealer);
     cr_assert_eq(wait_closed(l), -EACCES);
-    cr_assert_str_eq(l->auth_pass, "wrong");
+    cr_assert_str_eq((const char *)l->log.ev[0].data, "PLAIN||||" PLAIN_USER "|wrong");
     live_flush(l);
 
     /* Watch libzmq's verdict while our side still holds the connection open. */
@@ -755,7 +717,7 @@ static void libzmq_sub_to_engine(int engine_type, bool announce_zmtp30)
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     cr_assert_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "A", 1), 0);
     wait_events(l, MCQ_ZMTP_EV_SUBSCRIPTION, 1);
-    const struct event_rec *e = &l->ev[l->n_ev - 1];
+    const struct rec_event *e = &l->log.ev[l->log.n - 1];
     cr_assert(e->subscribe);
     cr_assert_eq(e->len, 1);
     cr_assert_eq(e->data[0], 'A');
@@ -767,7 +729,7 @@ static void libzmq_sub_to_engine(int engine_type, bool announce_zmtp30)
 
     cr_assert_eq(zmq_setsockopt(sub, ZMQ_UNSUBSCRIBE, "A", 1), 0);
     wait_events(l, MCQ_ZMTP_EV_SUBSCRIPTION, 2);
-    e = &l->ev[l->n_ev - 1];
+    e = &l->log.ev[l->log.n - 1];
     cr_assert_not(e->subscribe);
     cr_assert_eq(e->len, 1);
     cr_assert_eq(e->data[0], 'A');
@@ -809,10 +771,10 @@ Test(interop, libzmq_pings_engine_pongs, .timeout = TEST_TIMEOUT_S)
     live_accept_from(l, dealer);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     wait_events(l, MCQ_ZMTP_EV_PING, 5);
-    for (size_t i = 0; i < l->n_ev; i++)
-        if (l->ev[i].type == MCQ_ZMTP_EV_PING) {
-            cr_assert_eq(l->ev[i].ttl_ds, HB_TTL_MS / 100);
-            cr_assert_eq(l->ev[i].len, 0, "libzmq PINGs carry no context");
+    for (size_t i = 0; i < l->log.n; i++)
+        if (l->log.ev[i].type == MCQ_ZMTP_EV_PING) {
+            cr_assert_eq(l->log.ev[i].ttl_ds, HB_TTL_MS / 100);
+            cr_assert_eq(l->log.ev[i].len, 0, "libzmq PINGs carry no context");
         }
     /* Still the same connection: a message goes through it. */
     zsend(dealer, "alive", 5, false);
@@ -838,9 +800,9 @@ Test(interop, engine_pings_libzmq_pongs, .timeout = TEST_TIMEOUT_S)
     live_connect(l, router);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     wait_events(l, MCQ_ZMTP_EV_PONG, 3);
-    for (size_t i = 0; i < l->n_ev; i++)
-        if (l->ev[i].type == MCQ_ZMTP_EV_PONG)
-            cr_assert_eq(l->ev[i].len, 0);
+    for (size_t i = 0; i < l->log.n; i++)
+        if (l->log.ev[i].type == MCQ_ZMTP_EV_PONG)
+            cr_assert_eq(l->log.ev[i].len, 0);
 
     size_t pongs = count_events(l, MCQ_ZMTP_EV_PONG);
     int n = mcq_zmtp_encode_ping(l->out.buf + l->out.len, l->out.cap - l->out.len, 0,
@@ -852,7 +814,7 @@ Test(interop, engine_pings_libzmq_pongs, .timeout = TEST_TIMEOUT_S)
     bool lol = false;
     while (!lol) {
         wait_events(l, MCQ_ZMTP_EV_PONG, ++pongs);
-        const struct event_rec *e = &l->ev[l->n_ev - 1];
+        const struct rec_event *e = &l->log.ev[l->log.n - 1];
         lol = e->type == MCQ_ZMTP_EV_PONG && e->len == 3 && memcmp(e->data, "LOL", 3) == 0;
         cr_assert_lt(now_ns(), end);
     }

@@ -99,6 +99,8 @@ static inline bool mcq_zmtp_decoder_next_is_command(const struct mcq_zmtp_decode
     return (d->_flags & MCQ_ZMTP_FLAG_COMMAND) != 0;
 }
 
+/* The out-of-line part of mcq_zmtp_decoder_next (split frames, commands, errors); same
+ * contract. Call mcq_zmtp_decoder_next instead. */
 int mcq_zmtp_decoder_next_slow(struct mcq_zmtp_decoder *d, const uint8_t *in, size_t len,
                                size_t *consumed, struct mcq_zmtp_frame *f);
 

@@ -1,4 +1,5 @@
 #include "zmtp/greeting.h"
+#include "zmtp/metadata.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,13 +27,11 @@ int mcq_zmtp_greeting_build(uint8_t out[MCQ_ZMTP_GREETING_LEN], const char *mech
     return MCQ_ZMTP_GREETING_LEN;
 }
 
-/* Printable copy of a wire mechanism name for reasons. */
+/* Printable copy of a NUL-padded wire mechanism name for reasons. */
 static void mech_printable(const uint8_t *in, char out[MCQ_ZMTP_MECH_NAME_LEN + 1])
 {
-    size_t i;
-    for (i = 0; i < MCQ_ZMTP_MECH_NAME_LEN && in[i]; i++)
-        out[i] = (in[i] >= 0x20 && in[i] < 0x7F) ? (char)in[i] : '?';
-    out[i] = '\0';
+    mcq_zmtp_printable(in, strnlen((const char *)in, MCQ_ZMTP_MECH_NAME_LEN), out,
+                       MCQ_ZMTP_MECH_NAME_LEN + 1);
 }
 
 int mcq_zmtp_greeting_check(const uint8_t *in, size_t len, const char *mechanism,

@@ -29,6 +29,18 @@ struct mcq_zmtp_mechanism {
     /* Answer to MCQ_ZMTP_MECH_AUTH (NULL for mechanisms that never ask). 0 = handshake
      * goes on, negative errno = session closes. */
     int (*auth_reply)(struct mcq_zmtp_session *s, unsigned status_code, struct mcq_zmtp_out *out);
+    /* Active phase of an encrypting mechanism (CURVE); NULL for plaintext ones, which
+     * keeps the zero-copy path. Both set or both NULL. unwrap turns one received frame
+     * into the frame it carries (data, len, flags MORE|COMMAND), in memory from
+     * mcq_zmtp_session_alloc whose handle it leaves in f->handle for the caller, and gives
+     * back the incoming f->handle; on failure it leaves *f untouched and returns a
+     * negative errno via mcq_zmtp_session_fail. wrap appends the wire form of one frame
+     * whose body is prefix + body, at most wrap_overhead bytes beyond the body; 0 or
+     * -ENOBUFS (nothing appended). */
+    int (*unwrap)(struct mcq_zmtp_session *s, struct mcq_zmtp_frame *f);
+    int (*wrap)(struct mcq_zmtp_session *s, uint8_t flags, const uint8_t *prefix, size_t prefix_len,
+                const uint8_t *body, size_t len, struct mcq_zmtp_out *out);
+    size_t wrap_overhead;
 };
 
 extern const struct mcq_zmtp_mechanism mcq_zmtp_mech_null;
@@ -56,14 +68,20 @@ int mcq_zmtp_session_send_metadata(struct mcq_zmtp_session *s, struct mcq_zmtp_o
  * Identity <= 255) and records Socket-Type and Identity. 0 or -EPROTO (closed). */
 int mcq_zmtp_session_accept_metadata(struct mcq_zmtp_session *s, const uint8_t *data, size_t len);
 
+/* Memory from the caller's allocator (NULL when it has none or fails) and its return. */
+void *mcq_zmtp_session_alloc(struct mcq_zmtp_session *s, size_t size, void **handle);
+void mcq_zmtp_session_free(struct mcq_zmtp_session *s, void *handle);
+
 /* Stream offset of the first byte of the command being handled, for reasons. */
 uint64_t mcq_zmtp_session_command_offset(const struct mcq_zmtp_session *s);
 
+/* The mechanism's private state (state_size bytes, zeroed at init, 16-byte aligned). */
 static inline void *mcq_zmtp_session_mech_state(struct mcq_zmtp_session *s)
 {
     return s->_mech_state;
 }
 
+/* The borrowed config the session was started with. */
 static inline const struct mcq_zmtp_config *
 mcq_zmtp_session_config(const struct mcq_zmtp_session *s)
 {

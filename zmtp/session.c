@@ -12,6 +12,10 @@
 #define MS_PER_DECISECOND 100
 #define TTL_DS_MAX UINT16_MAX
 #define PING_TTL_BYTES 2
+/* Command name prefixes (name-length byte + name) of commands the session sends. */
+#define CMD_PONG (const uint8_t *)"\004PONG", 5
+#define CMD_SUBSCRIBE (const uint8_t *)"\011SUBSCRIBE", 10
+#define CMD_CANCEL (const uint8_t *)"\006CANCEL", 7
 #define SUB_PREFIX_MAX 0x01 /* 3.0 form: first byte 0x01 subscribe, 0x00 cancel */
 /* libzmq's PLAIN ERROR is written "\x05ERROR" in C, which is 0x5E "RROR" on the wire. */
 #define LIBZMQ_BAD_ERROR_NAME_LEN 0x5E
@@ -65,11 +69,14 @@ int mcq_zmtp_session_init(struct mcq_zmtp_session *s, const struct mcq_zmtp_conf
     metadata_spec(cfg, &m);
     /* INITIATE is the longest metadata command name we send. */
     long meta = mcq_zmtp_metadata_command_size("INITIATE", &m);
-    if (meta < 0 || mech->state_size > MCQ_ZMTP_MECH_STATE_MAX ||
+    if (meta < 0 || mech->state_size > MCQ_ZMTP_MECH_STATE_MAX || !mech->wrap != !mech->unwrap ||
         (mech->validate && mech->validate(cfg) < 0))
         return -EINVAL;
     if (out_free(out) < MCQ_ZMTP_GREETING_LEN)
         return -ENOBUFS;
+    if (mcq_zmtp_greeting_build(out->buf + out->len, mech->name, mech->as_server,
+                                cfg->announce_zmtp30 ? 0 : MCQ_ZMTP_VERSION_MINOR) < 0)
+        return -EINVAL;
 
     memset(s, 0, offsetof(struct mcq_zmtp_session, _mech_state));
     memset(s->_mech_state, 0, mech->state_size);
@@ -78,8 +85,10 @@ int mcq_zmtp_session_init(struct mcq_zmtp_session *s, const struct mcq_zmtp_conf
     size_t reserve = (size_t)meta;
     if (mech->out_max > reserve)
         reserve = mech->out_max;
-    if (ACTIVE_OUT_RESERVE > reserve)
-        reserve = ACTIVE_OUT_RESERVE;
+    s->_wraps = mech->unwrap != NULL;
+    s->_active_reserve = ACTIVE_OUT_RESERVE + mech->wrap_overhead;
+    if (s->_active_reserve > reserve)
+        reserve = s->_active_reserve;
     s->_reserve = reserve;
     s->_sub_filter = cfg->socket_type == MCQ_ZMTP_PUB || cfg->socket_type == MCQ_ZMTP_XPUB;
     uint32_t ivl =
@@ -87,8 +96,6 @@ int mcq_zmtp_session_init(struct mcq_zmtp_session *s, const struct mcq_zmtp_conf
     s->_deadline_ns = ivl == MCQ_ZMTP_NO_DEADLINE ? UINT64_MAX : now_ns + ivl * MCQ_ZMTP_NS_PER_MS;
     s->_last_rx_ns = now_ns;
     mcq_zmtp_decoder_init(&s->_dec, &cfg->limits, &cfg->allocator, MCQ_ZMTP_GREETING_LEN);
-    mcq_zmtp_greeting_build(out->buf + out->len, mech->name, mech->as_server,
-                            cfg->announce_zmtp30 ? 0 : MCQ_ZMTP_VERSION_MINOR);
     out->len += MCQ_ZMTP_GREETING_LEN;
     s->_state = MCQ_ZMTP_GREETING;
     return 0;
@@ -112,8 +119,7 @@ uint64_t mcq_zmtp_session_command_offset(const struct mcq_zmtp_session *s)
 static void release_lent(struct mcq_zmtp_session *s)
 {
     if (s->_cmd_handle) {
-        if (s->_dec._alloc.release)
-            s->_dec._alloc.release(s->_dec._alloc.user, s->_cmd_handle);
+        mcq_zmtp_session_free(s, s->_cmd_handle);
         s->_cmd_handle = NULL;
     }
 }
@@ -284,6 +290,60 @@ static int handshake_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_f
     return MCQ_ZMTP_EV_NONE;
 }
 
+void *mcq_zmtp_session_alloc(struct mcq_zmtp_session *s, size_t size, void **handle)
+{
+    const struct mcq_zmtp_allocator *a = &s->_dec._alloc;
+    return a->alloc ? a->alloc(a->user, size, handle) : NULL;
+}
+
+void mcq_zmtp_session_free(struct mcq_zmtp_session *s, void *handle)
+{
+    const struct mcq_zmtp_allocator *a = &s->_dec._alloc;
+    if (handle && a->release)
+        a->release(a->user, handle);
+}
+
+/* One frame whose body is prefix + body: header and copies, or the mechanism's wrapping. */
+static int append_frame(struct mcq_zmtp_session *s, uint8_t flags, const uint8_t *prefix,
+                        size_t prefix_len, const uint8_t *body, size_t len,
+                        struct mcq_zmtp_out *out)
+{
+    if (s->_wraps)
+        return s->_mech->wrap(s, flags, prefix, prefix_len, body, len, out);
+    uint8_t hdr[MCQ_ZMTP_HEADER_MAX];
+    size_t h = mcq_zmtp_frame_header(hdr, flags, (uint64_t)prefix_len + len);
+    if (out_free(out) < h || out_free(out) - h < prefix_len || out_free(out) - h - prefix_len < len)
+        return -ENOBUFS;
+    memcpy(out->buf + out->len, hdr, h);
+    if (prefix_len)
+        memcpy(out->buf + out->len + h, prefix, prefix_len);
+    if (len)
+        memcpy(out->buf + out->len + h + prefix_len, body, len);
+    out->len += h + prefix_len + len;
+    return 0;
+}
+
+int mcq_zmtp_session_send_frame(struct mcq_zmtp_session *s, uint8_t flags, const uint8_t *body,
+                                size_t len, struct mcq_zmtp_out *out)
+{
+    if (s->_state != MCQ_ZMTP_ACTIVE || (flags & ~(MCQ_ZMTP_FLAG_MORE | MCQ_ZMTP_FLAG_COMMAND)) ||
+        flags == (MCQ_ZMTP_FLAG_MORE | MCQ_ZMTP_FLAG_COMMAND))
+        return -EINVAL;
+    return append_frame(s, flags, NULL, 0, body, len, out);
+}
+
+int mcq_zmtp_session_send_subscription(struct mcq_zmtp_session *s, bool subscribe,
+                                       const uint8_t *topic, size_t len, struct mcq_zmtp_out *out)
+{
+    if (s->_state != MCQ_ZMTP_ACTIVE)
+        return -EINVAL;
+    if (s->_peer_minor >= 1)
+        return subscribe ? append_frame(s, MCQ_ZMTP_FLAG_COMMAND, CMD_SUBSCRIBE, topic, len, out)
+                         : append_frame(s, MCQ_ZMTP_FLAG_COMMAND, CMD_CANCEL, topic, len, out);
+    uint8_t prefix = subscribe ? SUB_PREFIX_MAX : 0;
+    return append_frame(s, 0, &prefix, 1, topic, len, out);
+}
+
 static int active_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_frame *f,
                           struct mcq_zmtp_out *out, struct mcq_zmtp_event *ev)
 {
@@ -299,11 +359,12 @@ static int active_command(struct mcq_zmtp_session *s, const struct mcq_zmtp_fram
                 s, -EPROTO, "PING at byte %llu: %zu data bytes, the 2-byte TTL is missing", at,
                 cmd.len);
         uint16_t ttl = (uint16_t)(cmd.data[0] << 8 | cmd.data[1]);
-        int n = mcq_zmtp_encode_pong(out->buf + out->len, out_free(out), cmd.data + PING_TTL_BYTES,
-                                     cmd.len - PING_TTL_BYTES);
-        if (n < 0)
-            return mcq_zmtp_session_fail(s, n, "no output room for PONG");
-        out->len += (size_t)n;
+        size_t ctx = cmd.len - PING_TTL_BYTES;
+        int rc =
+            append_frame(s, MCQ_ZMTP_FLAG_COMMAND, CMD_PONG, cmd.data + PING_TTL_BYTES,
+                         ctx < MCQ_ZMTP_PING_CONTEXT_MAX ? ctx : MCQ_ZMTP_PING_CONTEXT_MAX, out);
+        if (rc < 0)
+            return mcq_zmtp_session_fail(s, rc, "no output room for PONG");
         s->_peer_ttl_ns = ttl * NS_PER_DECISECOND;
         ev->ttl_ds = ttl;
         ev->data = cmd.data + PING_TTL_BYTES;
@@ -387,16 +448,27 @@ int mcq_zmtp_session_next(struct mcq_zmtp_session *s, const uint8_t *in, size_t 
                 *consumed = off;
                 return -ENOBUFS;
             }
-        } else if (__builtin_expect(out_free(out) < ACTIVE_OUT_RESERVE, 0) &&
-                   mcq_zmtp_decoder_next_is_command(&s->_dec, in + off, len - off)) {
+        } else if (__builtin_expect(out_free(out) < s->_active_reserve, 0) &&
+                   (s->_wraps || mcq_zmtp_decoder_next_is_command(&s->_dec, in + off, len - off))) {
             *consumed = off;
             return -ENOBUFS;
         }
+        if (__builtin_expect(s->_wraps, 0) && s->_dec._state == 0)
+            s->_dec._frame_start = s->_dec._offset; /* unwrapped commands name their byte */
         rc = mcq_zmtp_decoder_next(&s->_dec, in + off, len - off, &used, &f);
         off += used;
         if (rc <= 0) {
             *consumed = off;
             return rc < 0 ? close_with_reason(s, rc) : MCQ_ZMTP_EV_NONE;
+        }
+        if (__builtin_expect(s->_wraps, 0) && s->_state == MCQ_ZMTP_ACTIVE) {
+            s->_cmd_offset = s->_dec._frame_start;
+            if ((rc = s->_mech->unwrap(s, &f)) < 0) {
+                s->_cmd_handle = f.handle; /* unwrap leaves f alone when it fails */
+                *consumed = off;
+                return mcq_zmtp_session_fail(s, rc, "%s frame could not be unwrapped (%d)",
+                                             s->_mech->name, rc);
+            }
         }
         if (__builtin_expect(!(f.flags & MCQ_ZMTP_FLAG_COMMAND), 1)) {
             if (__builtin_expect(s->_state != MCQ_ZMTP_ACTIVE, 0)) {
@@ -479,11 +551,10 @@ int mcq_zmtp_session_tick(struct mcq_zmtp_session *s, uint64_t now_ns, struct mc
         return mcq_zmtp_session_fail(s, -ETIMEDOUT, "peer silent for its PING TTL of %llu ms",
                                      (unsigned long long)(s->_peer_ttl_ns / MCQ_ZMTP_NS_PER_MS));
     if (s->_next_ping_ns && now_ns >= s->_next_ping_ns) {
-        int n = mcq_zmtp_encode_ping(out->buf + out->len, out_free(out),
-                                     ttl_deciseconds(cfg->heartbeat_ttl_ms), NULL, 0);
-        if (n < 0)
+        uint16_t ttl = ttl_deciseconds(cfg->heartbeat_ttl_ms);
+        uint8_t ping[] = {4, 'P', 'I', 'N', 'G', (uint8_t)(ttl >> 8), (uint8_t)ttl};
+        if (append_frame(s, MCQ_ZMTP_FLAG_COMMAND, ping, sizeof(ping), NULL, 0, out) < 0)
             return -ENOBUFS;
-        out->len += (size_t)n;
         s->_next_ping_ns = now_ns + cfg->heartbeat_ivl_ms * MCQ_ZMTP_NS_PER_MS;
         if (!s->_pong_deadline_ns) {
             uint32_t t =

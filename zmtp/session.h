@@ -12,6 +12,10 @@
  *                                                          &out, &used, &ev);
  *                              off += used; if (rc <= 0) break; handle(rc, &ev); }
  *   on timer (at mcq_zmtp_session_deadline): mcq_zmtp_session_tick(&s, now, &out);
+ *   to send once active: mcq_zmtp_frame_header(hdr, flags, len) + a view of the body in
+ *     one vectored send (NULL, PLAIN), or mcq_zmtp_session_send_frame when
+ *     mcq_zmtp_session_wraps (encrypting mechanisms); subscriptions with
+ *     mcq_zmtp_session_send_subscription (or its header + a view of the topic);
  *   mcq_zmtp_session_release(&s) when the connection goes away. */
 #ifndef MCQ_ZMTP_SESSION_H
 #define MCQ_ZMTP_SESSION_H
@@ -128,8 +132,9 @@ struct mcq_zmtp_session {
     const char *_peer_address;  /* per-connection override of cfg->peer_address */
     const uint8_t *_meta;       /* peer metadata of the command being handled */
     size_t _meta_len;
-    size_t _reserve; /* output room needed before a handshake step */
-    int _err;        /* sticky error once CLOSED */
+    size_t _reserve;        /* output room needed before a handshake step */
+    size_t _active_reserve; /* output room needed before an active frame */
+    int _err;               /* sticky error once CLOSED */
     uint8_t _state;
     uint8_t _greeting_len;
     uint8_t _peer_minor;
@@ -137,7 +142,7 @@ struct mcq_zmtp_session {
     uint8_t _peer_identity_len;
     bool _mid_msg;    /* a data frame with MORE was the last one delivered */
     bool _sub_filter; /* local PUB/XPUB: a 0x01/0x00 first frame is a subscription */
-    bool _ready_sent;
+    bool _wraps;      /* the mechanism transforms active frames (CURVE) */
     uint8_t _greeting[MCQ_ZMTP_GREETING_LEN];
     uint8_t _peer_identity[MCQ_ZMTP_IDENTITY_MAX];
     alignas(16) uint8_t _mech_state[MCQ_ZMTP_MECH_STATE_MAX];
@@ -190,6 +195,7 @@ size_t mcq_zmtp_session_out_reserve(const struct mcq_zmtp_session *s);
 /* Why the session closed (empty while open). */
 const char *mcq_zmtp_session_reason(const struct mcq_zmtp_session *s);
 
+/* Where the session is; MCQ_ZMTP_CLOSED after any failure or release. */
 static inline enum mcq_zmtp_state mcq_zmtp_session_state(const struct mcq_zmtp_session *s)
 {
     return (enum mcq_zmtp_state)s->_state;
@@ -212,7 +218,28 @@ static inline const uint8_t *mcq_zmtp_session_peer_identity(const struct mcq_zmt
     return s->_peer_identity;
 }
 
-/* Subscription header for this peer's version (see mcq_zmtp_encode_subscription_header). */
+/* True when data must go out through mcq_zmtp_session_send_frame because the mechanism
+ * encrypts frames; false (NULL, PLAIN) lets the caller send mcq_zmtp_frame_header + body
+ * views with no copy. */
+static inline bool mcq_zmtp_session_wraps(const struct mcq_zmtp_session *s)
+{
+    return s->_wraps;
+}
+
+/* Appends one frame (flags MCQ_ZMTP_FLAG_MORE and/or MCQ_ZMTP_FLAG_COMMAND; body borrowed
+ * and copied) in the mechanism's wire form. 0, -ENOBUFS (nothing appended), -EINVAL when
+ * the session is not active. */
+int mcq_zmtp_session_send_frame(struct mcq_zmtp_session *s, uint8_t flags, const uint8_t *body,
+                                size_t len, struct mcq_zmtp_out *out);
+
+/* Appends a subscription (subscribe) or cancellation in the form this peer's version
+ * wants (3.1: SUBSCRIBE/CANCEL command, 3.0: 0x01/0x00 message), wrapped if the mechanism
+ * wraps. 0, -ENOBUFS (nothing appended), -EINVAL when not active. */
+int mcq_zmtp_session_send_subscription(struct mcq_zmtp_session *s, bool subscribe,
+                                       const uint8_t *topic, size_t len, struct mcq_zmtp_out *out);
+
+/* Subscription header for this peer's version (see mcq_zmtp_encode_subscription_header),
+ * for plaintext mechanisms that send header + topic views. */
 static inline size_t mcq_zmtp_session_subscription_header(const struct mcq_zmtp_session *s,
                                                           uint8_t out[MCQ_ZMTP_SUB_HEADER_MAX],
                                                           bool subscribe, size_t topic_len)

@@ -430,3 +430,54 @@ Test(session, every_split_of_a_stream_gives_the_same_events)
     rec_free(&part.log);
     rec_free(&whole.log);
 }
+
+/* libzmq <= 4.3.2 heartbeats while announcing ZMTP 3.0. */
+Test(session, ping_from_a_zmtp30_peer_is_answered)
+{
+    static struct peer a, b;
+    peer_setup(&a, MCQ_ZMTP_PAIR);
+    peer_setup(&b, MCQ_ZMTP_PAIR);
+    a.cfg.announce_zmtp30 = true;
+    handshake(&a, &b);
+    cr_assert_eq(mcq_zmtp_session_peer_minor(&b.s), 0);
+    memcpy(a.out.buf, LIT(PING_LOL));
+    a.out.len = sizeof(PING_LOL) - 1;
+    peer_pump(&a, &b, T0, 0);
+    cr_assert(b.log.n == 1 && b.log.ev[0].type == MCQ_ZMTP_EV_PING);
+    cr_assert(a.log.n == 1 && a.log.ev[0].type == MCQ_ZMTP_EV_PONG);
+    peer_release(&a);
+    peer_release(&b);
+}
+
+Test(session, allocator_failure_closes_with_enomem)
+{
+    static struct peer a, b;
+    peer_setup(&a, MCQ_ZMTP_PUSH);
+    peer_setup(&b, MCQ_ZMTP_PULL);
+    handshake(&a, &b);
+    b.ca.fail = true;
+    peer_send(&a, "split me", 8, false);
+    peer_pump(&a, &b, T0, 3);
+    cr_assert_eq(b.log.err, -ENOMEM);
+    cr_assert(strstr(b.log.reason, "no memory"), "%s", b.log.reason);
+    cr_assert_eq(mcq_zmtp_session_state(&b.s), MCQ_ZMTP_CLOSED);
+    peer_release(&a);
+    peer_release(&b);
+}
+
+Test(session, release_mid_frame_gives_the_reassembly_buffer_back)
+{
+    static struct peer a, b;
+    peer_setup(&a, MCQ_ZMTP_PUSH);
+    peer_setup(&b, MCQ_ZMTP_PULL);
+    handshake(&a, &b);
+    static uint8_t body[1000];
+    peer_send(&a, body, sizeof(body), false);
+    a.out.len -= 10; /* the connection drops before the last 10 bytes */
+    peer_deliver(&a, &b, T0, 0);
+    cr_assert_eq(b.log.n, 0);
+    cr_assert_eq(b.ca.allocs, 1);
+    cr_assert_eq(b.ca.releases, 0);
+    peer_release(&a);
+    peer_release(&b); /* asserts allocs == releases */
+}

@@ -4,7 +4,9 @@
  * drives the clock). Byte 2: bits 0-1 auth answer (200/300/400/500), bit 2 tight output
  * buffer, bits 3-4 limits, bit 5 our identity, bit 6 an extra READY property. The clock
  * advances between chunks and the timers run, so deadlines and heartbeats are fuzzed too.
- * session_driver.h holds the invariants, including the mirror check of our output. */
+ * Once active, each chunk is also sent back as a message and a subscription through the
+ * session's send API. session_driver.h holds the invariants, including the mirror check
+ * of everything we sent. */
 #include "session_driver.h"
 
 #define OPTION_BYTES 3
@@ -45,6 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (off < len && !d.closed) {
         size_t n = chunker_next(&c, len - off);
         driver_feed(&d, in + off, n, o.auth_status);
+        driver_send(&d, in + off, n);
         off += n;
         d.now += (c.state % (CLOCK_STEP_MAX_MS + 1)) * NS_PER_MS;
         if (d.now >= mcq_zmtp_session_deadline(&d.s))

@@ -290,6 +290,35 @@ static inline void driver_feed(struct driver *d, const uint8_t *in, size_t n, un
     free(chunk);
 }
 
+/* Once active, sends a one-frame message and a subscription through the session's send
+ * API with bytes taken from the fuzz input, so the mirror also checks our data frames and
+ * SUBSCRIBE/CANCEL (3.1) or 01/00 messages (3.0). */
+static inline void driver_send(struct driver *d, const uint8_t *bytes, size_t n)
+{
+    if (d->closed || mcq_zmtp_session_state(&d->s) != MCQ_ZMTP_ACTIVE || n == 0)
+        return;
+    for (int tries = 0;; tries++) {
+        int rc = mcq_zmtp_session_send_frame(&d->s, 0, bytes, n, &d->out);
+        if (rc == -ENOBUFS && tries < DRIVER_MAX_FLUSHES && d->out.len) {
+            driver_flush(d);
+            continue;
+        }
+        /* A frame larger than the whole output buffer cannot go this way (tight mode). */
+        FUZZ_CHECK(rc == 0 || (rc == -ENOBUFS && d->out.len == 0));
+        break;
+    }
+    for (int tries = 0;; tries++) {
+        int rc = mcq_zmtp_session_send_subscription(&d->s, bytes[0] & 1, bytes + 1, n - 1, &d->out);
+        if (rc == -ENOBUFS && tries < DRIVER_MAX_FLUSHES && d->out.len) {
+            driver_flush(d);
+            continue;
+        }
+        FUZZ_CHECK(rc == 0 || (rc == -ENOBUFS && d->out.len == 0));
+        break;
+    }
+    FUZZ_CHECK(d->out.len <= d->out.cap);
+}
+
 /* Releases the session; returns with every reassembly buffer given back. */
 static inline void driver_fini(struct driver *d)
 {

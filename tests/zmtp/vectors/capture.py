@@ -369,6 +369,34 @@ def capture_sub(ctx, type_name, minor):
     return cap
 
 
+def capture_xpub_multipart(ctx):
+    cap = Capture("xpub_multipart",
+                  "libzmq XPUB binds; our XSUB-claiming side sends the two-frame messages "
+                  "[01 'A', 'x'] and ['y', 01 'B']; XPUB reports every frame to its "
+                  "application and applies 01-prefixed frames as subscriptions in ANY "
+                  "position (A and B), as its publications to us then show: A-1 and B-1 "
+                  "arrive, C-1 does not (A-end marks the end)",
+                  {"mechanism": "NULL", "libzmq-role": "server", "libzmq-socket": "XPUB",
+                   "raw-socket": "XSUB"})
+    zs = new_socket(ctx, "XPUB")
+    libzmq_binds(ctx, cap, zs)
+    null_handshake(cap, "XSUB")
+    cap.send("msg-more", frame(0x01, b"\x01A"))
+    cap.send("msg", frame(0x00, b"x"))
+    cap.send("msg-more", frame(0x01, b"y"))
+    cap.send("msg", frame(0x00, b"\x01B"))
+    seen = [zs.recv() for _ in range(4)]
+    assert seen == [b"\x01A", b"x", b"y", b"\x01B"], seen
+    cap.notes.append(f"XPUB application received: {seen!r}")
+    for topic in (b"A-1", b"B-1", b"C-1", b"A-end"):
+        zs.send(topic)
+    for want in (b"A-1", b"B-1", b"A-end"):
+        body = cap.expect("msg")
+        assert body == want, body
+    zs.close()
+    return cap
+
+
 def capture_plain_client(ctx):
     cap = Capture("plain_client",
                   f"libzmq DEALER connects as PLAIN client (username {PLAIN_USER!r}, password "
@@ -454,6 +482,7 @@ def main():
     jobs += [(capture_null_client,), (capture_null_server,), (capture_heartbeat, 0),
              (capture_heartbeat, HEARTBEAT_TTL_MS)]
     jobs += [(capture_sub, t, m) for t in ("SUB", "XSUB") for m in (0, 1)]
+    jobs += [(capture_xpub_multipart,)]
     jobs += [(capture_plain_client,), (capture_plain_server, b"200"),
              (capture_plain_server, b"400"), (capture_null_zap_reject,)]
     for fn, *args in jobs:

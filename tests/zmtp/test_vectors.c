@@ -570,3 +570,49 @@ Test(vectors, xpub_subscriptions_in_any_frame_like_libzmq, .disabled = true)
     free(r);
     vec_free(&vf);
 }
+
+/* The same bytes libzmq judged in lenient_*.hex, fed to our session in libzmq's place. The
+ * table states the engine's verdict; where it differs from libzmq's recorded one, the
+ * engine is strict on purpose (RFC 23/37 MUSTs; the malformed-input table of the engine's
+ * issue lists each of these). */
+Test(vectors, leniency_probes_against_libzmq)
+{
+    static const struct {
+        const char *file;
+        bool engine_accepts;
+    } probes[] = {
+        {"lenient_trailing_byte", false},         /* libzmq: close */
+        {"lenient_no_socket_type", false},        /* libzmq: accept (never checks presence) */
+        {"lenient_duplicate_socket_type", false}, /* libzmq: accept */
+        {"lenient_lowercase_name", true},         /* names are case-insensitive (RFC 23) */
+        {"lenient_long_form", true},              /* long size form for a short body is legal */
+        {"lenient_reserved_flags", false},        /* libzmq: accept (ignores reserved bits) */
+        {"lenient_short_ping", false},            /* libzmq: accept, PONG with stale bytes */
+    };
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        struct vec_file vf;
+        load(probes[i].file, &vf);
+        cr_assert_not_null(vec_meta(&vf, "libzmq-verdict"));
+        struct replay *r = malloc(sizeof(*r));
+        replay_init(r, type_of(&vf, "libzmq-socket"), &mcq_zmtp_mech_null);
+        cr_assert_eq(replay_start(r), 0);
+        size_t raw_len;
+        uint8_t *raw = vec_stream(&vf, "raw", &raw_len);
+        int rc = replay_feed(r, raw, raw_len, 0);
+        size_t frames = 0;
+        for (size_t k = 0; k < r->log.n; k++)
+            frames += r->log.ev[k].type == MCQ_ZMTP_EV_FRAME;
+        if (probes[i].engine_accepts) {
+            cr_assert_eq(rc, 0, "%s: %s", probes[i].file, mcq_zmtp_session_reason(&r->s));
+            cr_assert_eq(frames, 1, "%s: the message after READY is delivered", probes[i].file);
+        } else {
+            cr_assert_eq(rc, -EPROTO, "%s: rc %d", probes[i].file, rc);
+            cr_assert_eq(frames, 0, "%s: nothing delivered", probes[i].file);
+            cr_assert_neq(mcq_zmtp_session_reason(&r->s)[0], '\0');
+        }
+        free(raw);
+        replay_fini(r);
+        free(r);
+        vec_free(&vf);
+    }
+}

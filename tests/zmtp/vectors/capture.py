@@ -150,6 +150,19 @@ class Capture:
             raise AssertionError(f"{self.name}: unexpected byte {chunk.hex()}")
         return True
 
+    def drain(self, seconds):
+        """Records frames until libzmq closes (True) or stays silent for `seconds` (False)."""
+        self.sock.settimeout(seconds)
+        try:
+            while True:
+                self.read_frame()
+        except (socket.timeout, TimeoutError):
+            return False
+        except (EOFError, ConnectionResetError):
+            return True
+        finally:
+            self.sock.settimeout(TIMEOUT_S)
+
     def write(self, outdir):
         path = os.path.join(outdir, self.name + ".hex")
         with open(path, "w") as f:
@@ -397,6 +410,54 @@ def capture_xpub_multipart(ctx):
     return cap
 
 
+# READY variants a peer might send, with what libzmq 4.3.4 does with them (the capture
+# asserts it): accept = the message after READY is delivered, close = connection dropped.
+LENIENCY_PROBES = [
+    ("lenient_trailing_byte", "READY with one stray byte after the last property",
+     command(b"READY", metadata("DEALER") + b"\x00"), b"", "close"),
+    ("lenient_no_socket_type", "READY without a Socket-Type property",
+     command(b"READY"), b"", "accept"),
+    ("lenient_duplicate_socket_type", "READY with Socket-Type twice",
+     command(b"READY", metadata("DEALER") + metadata("DEALER")), b"", "accept"),
+    ("lenient_lowercase_name", "READY naming the property 'socket-type'",
+     command(b"READY", properties([(b"socket-type", b"DEALER")])), b"", "accept"),
+    ("lenient_long_form", "READY in the 8-byte size form though it is short",
+     b"\x06" + struct.pack(">Q", len(command(b"READY", metadata("DEALER"))) - 2)
+     + command(b"READY", metadata("DEALER"))[2:], b"", "accept"),
+    ("lenient_reserved_flags", "READY frame with reserved flag bit 7 set (0x84)",
+     b"\x84" + command(b"READY", metadata("DEALER"))[1:], b"", "accept"),
+    ("lenient_short_ping", "valid READY, then a PING with 1 of its 2 TTL bytes",
+     command(b"READY", metadata("DEALER")), command(b"PING", b"\x00"), "accept"),
+]
+
+
+def capture_leniency(ctx, name, what, ready, extra, libzmq_verdict):
+    cap = Capture(name,
+                  f"libzmq ROUTER binds (NULL); our DEALER-claiming side sends {what}, then "
+                  f"the message 'hi'. libzmq's verdict: {libzmq_verdict}",
+                  {"mechanism": "NULL", "libzmq-role": "server", "libzmq-socket": "ROUTER",
+                   "raw-socket": "DEALER", "libzmq-verdict": libzmq_verdict})
+    zs = new_socket(ctx, "ROUTER")
+    zs.rcvtimeo = 500
+    libzmq_binds(ctx, cap, zs)
+    cap.send("greeting", greeting(b"NULL", 0))
+    cap.read_greeting()
+    cap.expect("ready")
+    cap.send("ready", ready)
+    if extra:
+        cap.send("command", extra)
+    cap.send("msg", frame(0x00, b"hi"))
+    try:
+        delivered = zs.recv_multipart()[1:] == [b"hi"]
+    except zmq.Again:
+        delivered = False
+    closed = cap.drain(0.5)
+    verdict = "accept" if delivered and not closed else "close"
+    assert verdict == libzmq_verdict, (name, delivered, closed)
+    zs.close()
+    return cap
+
+
 def capture_plain_client(ctx):
     cap = Capture("plain_client",
                   f"libzmq DEALER connects as PLAIN client (username {PLAIN_USER!r}, password "
@@ -483,6 +544,7 @@ def main():
              (capture_heartbeat, HEARTBEAT_TTL_MS)]
     jobs += [(capture_sub, t, m) for t in ("SUB", "XSUB") for m in (0, 1)]
     jobs += [(capture_xpub_multipart,)]
+    jobs += [(capture_leniency, *probe) for probe in LENIENCY_PROBES]
     jobs += [(capture_plain_client,), (capture_plain_server, b"200"),
              (capture_plain_server, b"400"), (capture_null_zap_reject,)]
     for fn, *args in jobs:

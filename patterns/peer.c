@@ -287,9 +287,9 @@ static void fail(struct mcq_peer *p, int rc)
     if (rc == -ECONNREFUSED)
         p->refused = true;
     p->fail_reason = rc;
-    p->conn_ending = true;
     /* A refused authentication still owes the client its ERROR command. */
     flush_ctl(p);
+    p->conn_ending = true;
     mcq_conn_close(p->conn, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
 }
 
@@ -803,9 +803,9 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
     }
     p->closing = true;
     if (p->conn) {
-        p->conn_ending = true;
         if (how == MCQ_CLOSE_FLUSH)
             flush_ctl(p);
+        p->conn_ending = true;
         mcq_conn_close(p->conn, how);
         return;
     }

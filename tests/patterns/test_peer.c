@@ -56,7 +56,9 @@ struct owner {
     unsigned readies, closes, msgs;
     struct rx last_msg;
     int echo_failures;
-    unsigned sent; /* by the HWM task */
+    unsigned sent;       /* by the HWM task */
+    unsigned pause_at;   /* pause the peer when this many messages arrived (0: never) */
+    unsigned seq_errors; /* messages whose first frame is not their arrival index */
     int send_rc;
 };
 
@@ -92,8 +94,16 @@ static void own_msg(struct mcq_peer *p, struct mcq_msg *m)
         memcpy(ow.last_msg.data[i], mcq_view_data(v), mcq_view_len(v));
         ow.last_msg.n++;
     }
+    char idx[16];
+    int il = snprintf(idx, sizeof(idx), "%u", ow.msgs);
+    if (ow.last_msg.n == 0 || ow.last_msg.len[0] != (size_t)il ||
+        memcmp(ow.last_msg.data[0], idx, (size_t)il) != 0)
+        ow.seq_errors++;
     ow.msgs++;
+    bool pause = ow.pause_at && ow.msgs == ow.pause_at;
     pthread_mutex_unlock(&ow.lock);
+    if (pause)
+        mcq_peer_pause(p);
     if (!ow.echo || mcq_peer_send(p, m) < 0) {
         if (ow.echo)
             ow.echo_failures++;
@@ -169,11 +179,36 @@ static void setup(void)
     cr_assert_eq(mcq_runtime_create(&cfg, &ow.rt), 0);
 }
 
-static void teardown(void)
+/* Destroys the runtime with stderr captured: a clean stop leaves no message, page or
+ * peer behind, which the runtime would report ("still referenced", "still in use"). */
+static void destroy_checked(void)
 {
+    if (!ow.rt)
+        return;
     if (ow.l)
         mcq_listener_close(ow.l);
+    ow.l = NULL;
+    fflush(stderr);
+    FILE *cap = tmpfile();
+    cr_assert(cap);
+    int saved = dup(STDERR_FILENO);
+    dup2(fileno(cap), STDERR_FILENO);
     mcq_runtime_destroy(ow.rt);
+    ow.rt = NULL;
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char log[8192] = {0};
+    rewind(cap);
+    size_t n = fread(log, 1, sizeof(log) - 1, cap);
+    fclose(cap);
+    fwrite(log, 1, n, stderr);
+    cr_assert_null(strstr(log, "still"), "unclean shutdown: %s", log);
+}
+
+static void teardown(void)
+{
+    destroy_checked();
     rx_clear(&ow.last_msg);
 }
 
@@ -749,6 +784,85 @@ Test(peer, send_hwm_says_eagain_then_writable)
         rx_clear(&r);
     }
     cr_assert(test_event_wait(&ow.writable_ev, 1, WAIT_S), "no writable after draining");
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
+static void do_resume(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    (void)arg;
+    mcq_peer_resume(ow.last);
+}
+
+#define PAUSE_MSGS 50u
+#define PAUSE_QUIET_S 0.3
+
+Test(peer, pause_holds_input_and_resume_delivers_it_in_order)
+{
+    ow.echo = false;
+    ow.pause_at = 1;
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *d = zsock(ctx, ZMQ_DEALER);
+    zconnect(d, ow.port);
+    for (unsigned i = 0; i < PAUSE_MSGS; i++) {
+        char b[16];
+        int n = snprintf(b, sizeof(b), "%u", i);
+        const void *f[] = {b, "body"};
+        size_t l[] = {(size_t)n, 4};
+        zsend_parts(d, 2, f, l);
+    }
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    cr_assert_not(test_event_wait(&ow.msg_ev, 2, PAUSE_QUIET_S), "delivered while paused");
+    on_shard(do_resume, NULL);
+    cr_assert(test_event_wait(&ow.msg_ev, PAUSE_MSGS, WAIT_S), "held input not delivered");
+    cr_assert_eq(ow.seq_errors, 0, "out of order or lost");
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
+Test(peer, ipc_accept_roundtrip)
+{
+    char ep[128];
+    snprintf(ep, sizeof(ep), "ipc:///tmp/mcq-test-peer-%d.ipc", (int)getpid());
+    struct mcq_conn_cfg cc = {.handler = &mcq_peer_listener_handler, .user = &ow.lst};
+    cr_assert_eq(mcq_conn_listen(ow.rt, ep, &cc, &ow.l), 0);
+    void *ctx = zmq_ctx_new();
+    void *d = zsock(ctx, ZMQ_DEALER);
+    cr_assert_eq(zmq_connect(d, ep), 0);
+    const void *f[] = {"over", "", "ipc"};
+    size_t l[] = {4, 0, 3};
+    dealer_roundtrip(d, 3, f, l);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
+Test(peer, runtime_stop_closes_and_frees_every_peer)
+{
+    ow.echo = false;
+    ow.cfg.sndhwm = HWM_MSGS;
+    ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *d = zsock(ctx, ZMQ_DEALER);
+    int hwm = 1, rcvbuf = 4096;
+    zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    zconnect(d, ow.port);
+    zmq_send(d, "0", 1, 0);
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    /* An accepted peer with a full send queue, and a connecting peer that keeps failing. */
+    on_shard(do_fill, NULL);
+    cr_assert_eq(ow.send_rc, -EAGAIN);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", free_port());
+    on_shard(do_connect, ep);
+    cr_assert_eq(ow.send_rc, 0);
+    destroy_checked();
+    cr_assert_eq(ow.closes, 2, "closed() calls at stop: %u", ow.closes);
+    cr_assert_eq(ow.last_reason, -ECANCELED);
+    cr_assert_not(ow.last_reconnecting);
     zmq_close(d);
     zmq_ctx_term(ctx);
 }

@@ -43,6 +43,7 @@
 #define RECONNECT_JITTER_DIV 4      /* jitter adds up to 1/this of the reconnect delay */
 #define RECONNECT_MIN_MS 1u         /* RECONNECT_IVL 0 still yields to the loop between tries */
 #define NS_PER_MS 1000000ull
+#define ZAP_STATUS_OK 200u /* RFC 27 status: accepted (an owner without auth accepts all) */
 
 struct mcq_peer {
     struct mcq_peer *prev, *next; /* the shard's live list */
@@ -285,8 +286,7 @@ static void drain(struct mcq_peer *p)
     }
 }
 
-/* --- connection lifecycle ----------------------------------------------------------------------
- */
+/* --- connection lifecycle ------------------------------------------------------------------ */
 
 static void arm_timer(struct mcq_peer *p)
 {
@@ -451,7 +451,7 @@ static void on_auth(struct mcq_peer *p, const struct mcq_zmtp_event *ev)
         .password = a->n_credentials > 1 ? a->credentials[1] : NULL,
         .password_len = a->n_credentials > 1 ? a->credentials_len[1] : 0,
     };
-    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : 200;
+    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : ZAP_STATUS_OK;
     struct mcq_zmtp_out out;
     int rc = session_out(p, &out);
     if (rc == 0) {
@@ -650,8 +650,7 @@ const struct mcq_conn_handler mcq_peer_listener_handler = {
     .on_close = peer_on_close,
 };
 
-/* --- timers and deferred notices ----------------------------------------------------------------
- */
+/* --- timers and deferred notices -------------------------------------------------------------- */
 
 static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
 {
@@ -710,8 +709,7 @@ static void peers_stop(struct mcq_proto_shard *ps)
     }
 }
 
-/* --- creation ----------------------------------------------------------------------------------
- */
+/* --- creation --------------------------------------------------------------------------------- */
 
 static struct mcq_peer *peer_new(struct mcq_shard *sh, const struct mcq_peer_cfg *cfg, void *owner)
 {
@@ -796,8 +794,7 @@ int mcq_peer_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
     return 0;
 }
 
-/* --- sending and the rest ------------------------------------------------------------------------
- */
+/* --- sending and the rest --------------------------------------------------------------------- */
 
 bool mcq_peer_writable(const struct mcq_peer *p)
 {

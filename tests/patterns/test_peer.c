@@ -876,3 +876,75 @@ Test(peer, runtime_stop_closes_and_frees_every_peer)
     zmq_close(d);
     zmq_ctx_term(ctx);
 }
+
+/* A listening raw TCP socket on a free loopback port; *port gets the port. */
+static int raw_listen(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    socklen_t l = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int raw_accept(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, (int)(WAIT_S * 1000)), 1, "no connection came");
+    int fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+Test(peer, reconnect_starts_fresh_no_half_message_carried_over)
+{
+    ow.echo = false;
+    uint16_t port;
+    int lfd = raw_listen(&port);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    on_shard(do_connect, ep);
+    int c1 = raw_accept(lfd);
+    raw_handshake(c1);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    static const uint8_t half[] = {0x01, 1, 'a'}; /* first frame, MORE set */
+    cr_assert_eq(send(c1, half, sizeof(half), 0), (ssize_t)sizeof(half));
+    close(c1);
+    cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
+    cr_assert(ow.last_reconnecting);
+    int c2 = raw_accept(lfd);
+    raw_handshake(c2);
+    cr_assert(test_event_wait(&ow.ready_ev, 2, WAIT_S));
+    static const uint8_t last[] = {0x00, 1, 'b'};
+    cr_assert_eq(send(c2, last, sizeof(last), 0), (ssize_t)sizeof(last));
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    const void *want[] = {"b"};
+    size_t wl[] = {1};
+    pthread_mutex_lock(&ow.lock);
+    assert_rx(&ow.last_msg, 1, want, wl);
+    pthread_mutex_unlock(&ow.lock);
+    close(c2);
+    close(lfd);
+}
+
+Test(peer, connect_retries_until_the_server_appears)
+{
+    uint16_t port = free_port();
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    on_shard(do_connect, ep);
+    cr_assert_eq(ow.send_rc, 0);
+    /* Refused attempts are silent and keep going (50 ms, backing off to 200 ms). */
+    cr_assert_not(test_event_wait(&ow.closed_ev, 1, PAUSE_QUIET_S), "a failed attempt reported");
+    void *ctx = zmq_ctx_new();
+    void *r = zsock(ctx, ZMQ_ROUTER);
+    cr_assert_eq(zmq_bind(r, ep), 0);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S), "never connected");
+    zmq_close(r);
+    zmq_ctx_term(ctx);
+}

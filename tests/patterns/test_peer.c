@@ -948,3 +948,39 @@ Test(peer, connect_retries_until_the_server_appears)
     zmq_close(r);
     zmq_ctx_term(ctx);
 }
+
+static void do_close_flush(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    (void)arg;
+    mcq_peer_close(ow.last, MCQ_CLOSE_FLUSH);
+}
+
+Test(peer, flush_close_delivers_every_queued_message)
+{
+    ow.echo = false;
+    ow.cfg.sndhwm = HWM_MSGS;
+    ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *d = zsock(ctx, ZMQ_DEALER);
+    int hwm = 1, rcvbuf = 4096;
+    zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    zconnect(d, ow.port);
+    zmq_send(d, "0", 1, 0);
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    on_shard(do_fill, NULL);
+    cr_assert_eq(ow.send_rc, -EAGAIN);
+    unsigned sent = ow.sent;
+    on_shard(do_close_flush, NULL);
+    for (unsigned i = 0; i < sent; i++) {
+        struct rx r = {0};
+        cr_assert(zrecv_parts(d, &r), "message %u of %u lost at close", i, sent);
+        cr_assert_eq(*(unsigned *)r.data[0], i);
+        rx_clear(&r);
+    }
+    cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+}

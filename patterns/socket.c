@@ -814,7 +814,7 @@ static void peer_closed(struct mcq_peer *p, int reason)
         return;
     if (ps->up)
         peer_gone(ps, reason);
-    if (ps->accepted || ps->closing)
+    if (!mcq_peer_reconnecting(p))
         pstate_free(ps);
 }
 
@@ -877,6 +877,8 @@ static void task_fence(struct mcq_shard *sh, void *arg)
     struct mcq_part *pt = part_here(s, sh);
     if (++pt->fences < s->n)
         return;
+    mcq_proto_shard_release(pt->proto);
+    pt->proto = NULL;
     pthread_mutex_lock(&s->lock);
     s->done++;
     pthread_cond_broadcast(&s->cond);
@@ -895,12 +897,32 @@ static void maybe_fence(struct mcq_part *pt)
     }
 }
 
+/* The shard's open partitions, for the runtime-stop step (proto_shard.h `sockets`). */
+struct shard_parts {
+    struct mcq_part *head;
+};
+
+static void shard_unlink(struct mcq_part *pt)
+{
+    struct shard_parts *sp = pt->proto ? pt->proto->sockets : NULL;
+    if (!sp)
+        return;
+    if (pt->shard_prev)
+        pt->shard_prev->shard_next = pt->shard_next;
+    else if (sp->head == pt)
+        sp->head = pt->shard_next;
+    if (pt->shard_next)
+        pt->shard_next->shard_prev = pt->shard_prev;
+    pt->shard_next = pt->shard_prev = NULL;
+}
+
 static void part_close(struct mcq_part *pt)
 {
     if (pt->closing)
         return;
     pt->closing = true;
     pt->want_writable = false;
+    shard_unlink(pt);
     mcq_route_close(pt);
     for (struct mcq_pstate *ps = pt->peers; ps; ps = ps->next) {
         ps->closing = true;
@@ -909,18 +931,21 @@ static void part_close(struct mcq_part *pt)
     maybe_fence(pt);
 }
 
-static void part_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+/* Runtime stop, before peer.c ends the peers: close every partition of this shard. */
+static void shard_sockets_stop(struct mcq_proto_shard *proto)
 {
-    (void)sh;
-    part_close((struct mcq_part *)((char *)h - offsetof(struct mcq_part, stop)));
+    struct shard_parts *sp = proto->sockets;
+    while (sp->head)
+        part_close(sp->head);
+    free(sp);
+    proto->sockets = NULL;
+    proto->sockets_stop = NULL;
 }
 
 static void task_close(struct mcq_shard *sh, void *arg)
 {
     struct mcq_socket *s = arg;
-    struct mcq_part *pt = part_here(s, sh);
-    mcq_shard_remove_stop_hook(sh, &pt->stop);
-    part_close(pt);
+    part_close(part_here(s, sh));
     pthread_mutex_lock(&s->lock);
     s->closes_ran++;
     pthread_cond_broadcast(&s->cond);
@@ -929,25 +954,51 @@ static void task_close(struct mcq_shard *sh, void *arg)
 
 /* --- setup ------------------------------------------------------------------------------------ */
 
+static void attach_report(struct mcq_socket *s, bool ok)
+{
+    pthread_mutex_lock(&s->lock);
+    s->attach_ran++;
+    if (ok)
+        s->attached++;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void task_attach(struct mcq_shard *sh, void *arg)
 {
     struct mcq_socket *s = arg;
     struct mcq_part *pt = part_here(s, sh);
     pt->sh = sh;
-    pt->stop.run = part_stop_hook;
-    mcq_shard_add_stop_hook(sh, &pt->stop);
-    pthread_mutex_lock(&s->lock);
-    s->attached++;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    struct mcq_proto_shard *proto = mcq_proto_shard_get(sh);
+    if (proto && !proto->sockets) {
+        proto->sockets = calloc(1, sizeof(struct shard_parts));
+        proto->sockets_stop = proto->sockets ? shard_sockets_stop : NULL;
+    }
+    if (!proto || !proto->sockets) {
+        attach_report(s, false);
+        return;
+    }
+    struct shard_parts *sp = proto->sockets;
+    mcq_proto_shard_hold(proto);
+    pt->proto = proto;
+    pt->shard_next = sp->head;
+    if (sp->head)
+        sp->head->shard_prev = pt;
+    sp->head = pt;
+    attach_report(s, true);
 }
 
 static void task_detach(struct mcq_shard *sh, void *arg)
 {
     struct mcq_socket *s = arg;
-    mcq_shard_remove_stop_hook(sh, &part_here(s, sh)->stop);
+    struct mcq_part *pt = part_here(s, sh);
+    if (pt->proto) {
+        shard_unlink(pt);
+        mcq_proto_shard_release(pt->proto);
+        pt->proto = NULL;
+    }
     pthread_mutex_lock(&s->lock);
-    s->attached--;
+    s->detached++;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
@@ -1063,24 +1114,25 @@ int mcq_socket_create(struct mcq_runtime *rt, enum mcq_socket_type type,
         if (mcq_runtime_post(rt, posted, task_attach, s) < 0)
             break;
     pthread_mutex_lock(&s->lock);
-    while (s->attached < posted)
+    while (s->attach_ran < posted)
         pthread_cond_wait(&s->cond, &s->lock);
+    bool ok = s->attached == n;
     pthread_mutex_unlock(&s->lock);
-    if (posted < n) {
-        /* Attached partitions hold a stop hook: take those out before freeing. */
+    if (!ok) {
+        /* Attached partitions hold their shard's state: let go of it before freeing. */
         unsigned detaching = 0;
         for (unsigned i = 0; i < posted; i++)
             if (mcq_runtime_post(rt, i, task_detach, s) == 0)
                 detaching++;
         pthread_mutex_lock(&s->lock);
-        while (s->attached > posted - detaching)
+        while (s->detached < detaching)
             pthread_cond_wait(&s->cond, &s->lock);
         pthread_mutex_unlock(&s->lock);
         if (detaching == posted)
             socket_free(s);
         else
-            mcq_log_error("socket: create failed half-way; its memory is left to avoid a "
-                          "dangling stop hook");
+            mcq_log_error("socket: create failed half-way; its memory is left to the process "
+                          "rather than freed under a shard");
         return -ENOMEM;
     }
     mcq_runtime_add_cleanup(rt, &s->cleanup);

@@ -31,6 +31,7 @@
 #include "patterns/idmap.h"
 #include "patterns/monocoque.h"
 #include "patterns/peer.h"
+#include "patterns/proto_shard.h"
 #include "runtime/conn.h"
 #include "runtime/loop.h"
 
@@ -147,10 +148,11 @@ struct mcq_part {
     struct mcq_shard *sh;
     unsigned id;
     bool closing, fenced;
-    unsigned fences; /* fence events received (close protocol) */
-    unsigned live;   /* local pstates not yet freed */
-    struct mcq_stop_hook stop;
-    struct mcq_dtab *dir; /* [nshards] */
+    unsigned fences;                          /* fence events received (close protocol) */
+    unsigned live;                            /* local pstates not yet freed */
+    struct mcq_proto_shard *proto;            /* held from attach until done */
+    struct mcq_part *shard_next, *shard_prev; /* the shard's open partitions */
+    struct mcq_dtab *dir;                     /* [nshards] */
     struct mcq_peer_ref *lb;
     uint32_t lb_len, lb_cap, lb_next;
     struct mcq_idmap ids;    /* bound routing ids (ROUTER) or "" (PAIR) */
@@ -189,7 +191,7 @@ struct mcq_socket {
     struct mcq_bound *bound;
     struct mcq_connect_req *connects;
     _Atomic unsigned rr;
-    unsigned attached, done, closes_posted, closes_ran; /* under lock */
+    unsigned attach_ran, attached, detached, done, closes_ran; /* under lock */
     bool closed;
     struct mcq_runtime_cleanup cleanup;
     struct mcq_part *parts[];

@@ -21,6 +21,19 @@
 #include "patterns/socket_int.h"
 #include "runtime/wait_util.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+/* Criterion's workers end without the exit-time leak check: run it at teardown, and crash
+ * the test on a leak (an assertion in .fini does not fail the test). */
+#define T_LEAK_CHECK()                                                                             \
+    do {                                                                                           \
+        if (__lsan_do_recoverable_leak_check())                                                    \
+            abort();                                                                               \
+    } while (0)
+#else
+#define T_LEAK_CHECK() ((void)0)
+#endif
+
 #define T_SHARDS 4
 #define T_WAIT_S 10.0         /* bound for anything that must happen */
 #define T_ZMQ_TIMEOUT_MS 5000 /* libzmq send/recv bound */
@@ -164,6 +177,7 @@ static inline void t_teardown(void)
         app.head = r->next;
         t_free_rx(r);
     }
+    T_LEAK_CHECK();
 }
 
 /* Creates the Monocoque socket under test. */

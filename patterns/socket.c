@@ -122,6 +122,7 @@ static struct mcq_msg *xmsg_import(struct mcq_shard *sh, struct xmsg *x)
 
 /* A control event; broadcasts share one, freed by the last shard to run it. */
 struct xctl {
+    struct xctl *next; /* in the arbiter's list of waiting claims */
     struct mcq_socket *s;
     struct mcq_peer_ref ref;
     uint32_t n; /* credits, or the window of a new peer */
@@ -148,6 +149,8 @@ static struct xctl *xctl_new(struct mcq_socket *s, const struct mcq_peer_ref *r,
 
 static void xctl_put(struct xctl *c)
 {
+    if (!c)
+        return;
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
         free(c);
 }
@@ -310,6 +313,9 @@ static void task_bind(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
     struct mcq_part *pt = part_here(c->s, sh);
+    struct mcq_pstate *ps = mcq_part_local(pt, &c->ref);
+    if (ps)
+        ps->refused = false;
     if (mcq_idmap_put(&pt->ids, c->id, c->id_len, &c->ref, NULL) < 0)
         mcq_log_error("socket: out of memory binding a routing id");
     else if (pt->s->type == MCQ_PAIR)
@@ -336,7 +342,8 @@ static void task_refuse(struct mcq_shard *sh, void *arg)
             ps->closing = true;
             mcq_peer_close(ps->peer, MCQ_CLOSE_ABORT);
         } else {
-            mcq_log_warn("socket: duplicate routing id; the new peer is ignored");
+            mcq_log_warn("socket: duplicate routing id; the new peer is ignored until the "
+                         "holder leaves");
         }
     }
     xctl_put(c);
@@ -360,6 +367,21 @@ static bool claim_stale(struct mcq_part *pt, const struct mcq_peer_ref *cur)
     return mcq_part_dent(pt, cur) == NULL;
 }
 
+/* A ROUTER peer refused for a duplicate id waits at the arbiter and gets the id when the
+ * holder leaves (a DEALER that reconnects before its old connection is seen gone). */
+static void claim_wait(struct mcq_part *pt, struct xctl *c)
+{
+    struct xctl *r = xctl_new(pt->s, &c->ref, 0, NULL, 0);
+    if (r)
+        ctl_send(pt, c->ref.shard, task_refuse, r);
+    if (pt->s->type != MCQ_ROUTER) {
+        xctl_put(c);
+        return;
+    }
+    c->next = pt->claim_waiting;
+    pt->claim_waiting = c;
+}
+
 static void task_claim(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
@@ -373,12 +395,12 @@ static void task_claim(struct mcq_shard *sh, void *arg)
     bool handover =
         pt->s->type == MCQ_ROUTER && atomic_load_explicit(&pt->s->handover, memory_order_relaxed);
     if (cur && !claim_stale(pt, cur) && !handover) {
-        ctl_send(pt, c->ref.shard, task_refuse, c);
+        claim_wait(pt, c);
         return;
     }
     if (mcq_idmap_put(&pt->claims, c->id, c->id_len, &c->ref, NULL) < 0) {
         mcq_log_error("socket: out of memory for a routing-id claim");
-        ctl_send(pt, c->ref.shard, task_refuse, c);
+        claim_wait(pt, c);
         return;
     }
     if (cur && !claim_stale(pt, &old)) {
@@ -389,15 +411,45 @@ static void task_claim(struct mcq_shard *sh, void *arg)
     ctl_broadcast(pt, task_bind, c, true);
 }
 
+/* Takes out of the waiting list the claims of `gone` and of peers no longer alive, and
+ * returns the first live claim for id (unlinked), if any; id NULL only cleans. */
+static struct xctl *claim_next(struct mcq_part *pt, const struct mcq_peer_ref *gone,
+                               const uint8_t *id, size_t len)
+{
+    struct xctl *found = NULL;
+    for (struct xctl **p = &pt->claim_waiting; *p;) {
+        struct xctl *w = *p;
+        bool dead = mcq_peer_ref_eq(&w->ref, gone) || claim_stale(pt, &w->ref);
+        bool match = id && !found && !dead && w->id_len == len && memcmp(w->id, id, len) == 0;
+        if (dead || match) {
+            *p = w->next;
+            if (match)
+                found = w;
+            else
+                xctl_put(w);
+            continue;
+        }
+        p = &w->next;
+    }
+    return found;
+}
+
 static void task_release(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
     struct mcq_part *pt = part_here(c->s, sh);
-    if (!pt->closing && mcq_idmap_del(&pt->claims, c->id, c->id_len, &c->ref)) {
-        ctl_broadcast(pt, task_unbind, c, true);
+    if (pt->closing || !mcq_idmap_del(&pt->claims, c->id, c->id_len, &c->ref)) {
+        if (!pt->closing)
+            xctl_put(claim_next(pt, &c->ref, NULL, 0));
+        xctl_put(c);
         return;
     }
-    xctl_put(c);
+    struct xctl *next = claim_next(pt, &c->ref, c->id, c->id_len);
+    ctl_broadcast(pt, task_unbind, c, true);
+    if (next && mcq_idmap_put(&pt->claims, next->id, next->id_len, &next->ref, NULL) == 0)
+        ctl_broadcast(pt, task_bind, next, true);
+    else if (next)
+        xctl_put(next);
 }
 
 static unsigned arbiter_of(struct mcq_socket *s, const uint8_t *id, size_t len)
@@ -924,6 +976,11 @@ static void part_close(struct mcq_part *pt)
     pt->want_writable = false;
     shard_unlink(pt);
     mcq_route_close(pt);
+    while (pt->claim_waiting) {
+        struct xctl *w = pt->claim_waiting;
+        pt->claim_waiting = w->next;
+        xctl_put(w);
+    }
     for (struct mcq_pstate *ps = pt->peers; ps; ps = ps->next) {
         ps->closing = true;
         mcq_peer_close(ps->peer, ps->cfg->linger == 0 ? MCQ_CLOSE_ABORT : MCQ_CLOSE_FLUSH);

@@ -109,6 +109,7 @@ struct mcq_heldq {
 };
 
 struct mcq_pstate;
+struct xctl; /* socket.c's control event */
 
 /* A directory entry: one peer of the socket as this shard sees it. */
 struct mcq_dent {
@@ -155,9 +156,10 @@ struct mcq_part {
     struct mcq_dtab *dir;                     /* [nshards] */
     struct mcq_peer_ref *lb;
     uint32_t lb_len, lb_cap, lb_next;
-    struct mcq_idmap ids;    /* bound routing ids (ROUTER) or "" (PAIR) */
-    struct mcq_idmap claims; /* as arbiter: the authoritative holders */
-    uint32_t *own_gen;       /* last generation per own slot */
+    struct mcq_idmap ids;       /* bound routing ids (ROUTER) or "" (PAIR) */
+    struct mcq_idmap claims;    /* as arbiter: the authoritative holders */
+    struct xctl *claim_waiting; /* as arbiter: refused ROUTER claims, newest first */
+    uint32_t *own_gen;          /* last generation per own slot */
     uint32_t own_cap, own_used;
     uint32_t *free_slots;
     uint32_t nfree;

@@ -561,15 +561,11 @@ static void handed_over(struct mcq_pstate *ps, unsigned from, bool req)
     ctl_send(pt, from, task_credit, c);
 }
 
-static bool local_room(const struct mcq_pstate *ps)
-{
-    return !ps->backlog.head && mcq_peer_writable(ps->peer);
-}
-
-/* Moves backlogged messages into the peer's queue while it has room. */
+/* Moves backlogged messages into the peer's queue while it takes them; a refusal arms the
+ * peer's writable(), which calls this again. */
 static void backlog_drain(struct mcq_pstate *ps)
 {
-    while (ps->backlog.head && mcq_peer_writable(ps->peer)) {
+    while (ps->backlog.head) {
         struct mcq_held *h = ps->backlog.head;
         int rc = mcq_peer_send(ps->peer, h->m);
         if (rc == -EAGAIN)
@@ -599,9 +595,16 @@ static void task_data(struct mcq_shard *sh, void *arg)
         handed_over(ps, from, false);
         return;
     }
-    if (local_room(ps) && mcq_peer_send(ps->peer, m) == 0) {
-        handed_over(ps, from, req);
-        return;
+    if (!ps->backlog.head) {
+        int rc = mcq_peer_send(ps->peer, m);
+        if (rc == 0) {
+            handed_over(ps, from, req);
+            return;
+        }
+        if (rc != -EAGAIN) {
+            mcq_msg_free(m);
+            return;
+        }
     }
     struct mcq_held *h = malloc(sizeof(*h));
     if (!h) {
@@ -620,7 +623,8 @@ int mcq_part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq
         struct mcq_pstate *ps = mcq_part_local(pt, r);
         if (!ps || !ps->up || ps->refused)
             return -EHOSTUNREACH;
-        if (!local_room(ps))
+        /* Behind other shards' messages: the backlog's refusal already armed writable(). */
+        if (ps->backlog.head)
             return -EAGAIN;
         int rc = mcq_peer_send(ps->peer, m);
         if (rc == -ENOTCONN)

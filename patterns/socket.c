@@ -321,6 +321,15 @@ static void task_bind(struct mcq_shard *sh, void *arg)
     else if (pt->s->type == MCQ_PAIR)
         mcq_part_fire_writable(pt);
     xctl_put(c);
+    if (ps && ps->claim_pending) {
+        ps->claim_pending = false;
+        struct mcq_held *h;
+        while (ps->up && !pt->closing && (h = mcq_heldq_pop(&ps->inq))) {
+            mcq_route_input(ps, h->m);
+            free(h);
+        }
+        mcq_heldq_free(&ps->inq);
+    }
 }
 
 static void task_unbind(struct mcq_shard *sh, void *arg)
@@ -337,6 +346,8 @@ static void task_refuse(struct mcq_shard *sh, void *arg)
     struct mcq_pstate *ps = mcq_part_local(pt, &c->ref);
     if (ps) {
         ps->refused = true;
+        ps->claim_pending = false;
+        mcq_heldq_free(&ps->inq);
         if (pt->s->type == MCQ_PAIR) {
             mcq_log_warn("socket: PAIR already has a peer; closing the new one");
             ps->closing = true;
@@ -710,8 +721,7 @@ void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_p
 
 /* --- local peers ----------------------------------------------------------------------------- */
 
-static struct mcq_pstate *pstate_new(struct mcq_part *pt, const struct mcq_cfgsnap *cfg,
-                                     bool accepted)
+static struct mcq_pstate *pstate_new(struct mcq_part *pt, const struct mcq_cfgsnap *cfg)
 {
     unsigned n = pt->s->n;
     struct mcq_pstate *ps = calloc(1, sizeof(*ps));
@@ -727,7 +737,6 @@ static struct mcq_pstate *pstate_new(struct mcq_part *pt, const struct mcq_cfgsn
     }
     ps->pt = pt;
     ps->cfg = cfg;
-    ps->accepted = accepted;
     ps->next = pt->peers;
     if (pt->peers)
         pt->peers->prev = ps;
@@ -742,6 +751,7 @@ static void pstate_free(struct mcq_pstate *ps)
 {
     struct mcq_part *pt = ps->pt;
     mcq_heldq_free(&ps->backlog);
+    mcq_heldq_free(&ps->inq);
     if (ps->prev)
         ps->prev->next = ps->next;
     else
@@ -827,8 +837,10 @@ static void peer_ready(struct mcq_peer *p)
         else
             mcq_log_error("socket: out of memory announcing a peer");
     }
-    if (claims_id(ps))
+    if (claims_id(ps)) {
+        ps->claim_pending = true;
         send_claim(ps, task_claim);
+    }
     if (s->h.on_peer_up) {
         info.routing_id = ps->id;
         info.routing_id_len = ps->id_len;
@@ -842,6 +854,8 @@ static void peer_gone(struct mcq_pstate *ps, int reason)
     struct mcq_socket *s = pt->s;
     struct mcq_peer_ref r = mcq_pstate_ref(ps);
     ps->up = false;
+    ps->claim_pending = false;
+    mcq_heldq_free(&ps->inq);
     mcq_heldq_free(&ps->backlog);
     dir_down(pt, &r);
     if (mcq_type_routes_remote(s->type)) {
@@ -879,6 +893,17 @@ static void peer_msg(struct mcq_peer *p, struct mcq_msg *m)
     struct mcq_pstate *ps = mcq_peer_get_data(p);
     if (ps->pt->closing || !ps->up || ps->refused) {
         mcq_msg_free(m);
+        return;
+    }
+    if (ps->claim_pending) {
+        struct mcq_held *h = malloc(sizeof(*h));
+        if (!h) {
+            mcq_log_error("socket: out of memory holding input; message dropped");
+            mcq_msg_free(m);
+            return;
+        }
+        *h = (struct mcq_held){.m = m};
+        mcq_heldq_push(&ps->inq, h);
         return;
     }
     mcq_route_input(ps, m);
@@ -1209,7 +1234,7 @@ static void on_accept(struct mcq_peer_listener *l, struct mcq_conn *c)
         mcq_conn_close(c, MCQ_CLOSE_ABORT);
         return;
     }
-    struct mcq_pstate *ps = pstate_new(pt, b->cfg, true);
+    struct mcq_pstate *ps = pstate_new(pt, b->cfg);
     if (!ps) {
         mcq_log_warn("socket: out of memory accepting a peer; connection closed");
         mcq_conn_close(c, MCQ_CLOSE_ABORT);
@@ -1263,7 +1288,7 @@ static void task_connect(struct mcq_shard *sh, void *arg)
     struct mcq_part *pt = part_here(cr->s, sh);
     if (pt->closing)
         return;
-    struct mcq_pstate *ps = pstate_new(pt, cr->cfg, false);
+    struct mcq_pstate *ps = pstate_new(pt, cr->cfg);
     if (!ps) {
         mcq_log_error("socket: out of memory connecting to %s", cr->endpoint);
         return;

@@ -130,15 +130,17 @@ struct mcq_pstate {
     struct mcq_part *pt;
     struct mcq_peer *peer;
     const struct mcq_cfgsnap *cfg;
-    bool accepted; /* freed after its closed(); a connecting peer outlives reconnects */
-    bool closing;  /* we closed it: freed after closed() */
-    bool up;       /* between ready() and closed() */
-    bool refused;  /* lost a routing-id (or PAIR) claim: its input is dropped */
+    bool accepted;      /* freed after its closed(); a connecting peer outlives reconnects */
+    bool closing;       /* we closed it: freed after closed() */
+    bool up;            /* between ready() and closed() */
+    bool refused;       /* lost a routing-id (or PAIR) claim: its input is dropped */
+    bool claim_pending; /* its id claim is unanswered: input waits in inq */
     uint32_t slot, gen;
     uint8_t id_len;
     bool id_chosen;
     uint8_t id[MCQ_ROUTING_ID_MAX];
     struct mcq_heldq backlog; /* from other shards, waiting for room */
+    struct mcq_heldq inq;     /* input held until the id is bound (a reply could not route) */
     uint32_t *owed;           /* [nshards] credits not yet returned per source */
     uint16_t *reqq;           /* REQ: shards awaiting a reply from this peer, in wire order */
     uint32_t reqq_head, reqq_len;

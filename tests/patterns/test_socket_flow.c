@@ -52,7 +52,7 @@ static void hwm_then_writable(bool cross_shard)
     zmq_msg_init(&m);
     cr_assert_eq(zmq_msg_recv(&m, z, 0), (int)BIG_BYTES);
     zmq_msg_close(&m);
-    zmq_close(z);
+    z_close(z);
 }
 
 Test(socket_flow, hwm_local_shard)
@@ -82,7 +82,7 @@ Test(socket_flow, no_peer_then_writable)
     cr_assert(z_recv(z, &r));
     cr_assert(rx_frame_is(&r, 0, "x"));
     z_rx_clear(&r);
-    zmq_close(z);
+    z_close(z);
 }
 
 /* Our DEALER connects; the libzmq ROUTER goes away and a new one binds the same endpoint:
@@ -100,7 +100,7 @@ Test(socket_flow, peer_restart_reconnects)
     struct t_rx m;
     cr_assert(z_recv(r, &m));
     z_rx_clear(&m);
-    zmq_close(r);
+    z_close(r);
     cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S), "peer loss not seen");
     r = z_socket(ZMQ_ROUTER);
     cr_assert_eq(zmq_bind(r, ep), 0, "rebind %s", ep);
@@ -111,7 +111,7 @@ Test(socket_flow, peer_restart_reconnects)
     cr_assert_eq(m.n, 2);
     cr_assert(rx_frame_is(&m, 1, "two"));
     z_rx_clear(&m);
-    zmq_close(r);
+    z_close(r);
 }
 
 /* A libzmq DEALER with routing id "W" reconnects as a new socket: our ROUTER routes "W" to
@@ -145,7 +145,7 @@ Test(socket_flow, router_id_survives_reconnect)
         cr_assert(z_recv(d, &r), "round %d: reply lost", round);
         cr_assert(rx_frame_is(&r, 0, "back"));
         z_rx_clear(&r);
-        zmq_close(d);
+        z_close(d);
         cr_assert(t_wait_count(&app.downs, (unsigned)round + 1, T_WAIT_S));
     }
 }

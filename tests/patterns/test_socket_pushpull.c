@@ -32,7 +32,7 @@ static void push_round_robin(const char *transport, unsigned from)
         cr_assert(z_recv(p[i], &r));
         cr_assert(rx_frame_is(&r, 0, "DEF"), "PULL %d: second", i);
         z_rx_clear(&r);
-        zmq_close(p[i]);
+        z_close(p[i]);
     }
 }
 
@@ -78,7 +78,7 @@ static void pull_fair_queue(const char *transport)
         t_free_rx(in);
     }
     for (int i = 0; i < N; i++)
-        zmq_close(p[i]);
+        z_close(p[i]);
 }
 
 Test(socket_pushpull, pull_fair_queue_tcp)
@@ -107,7 +107,7 @@ Test(socket_pushpull, push_pull_connecting)
         cr_assert(r.n == 2 && rx_frame_is(&r, 0, "part") && rx_frame_is(&r, 1, "two"));
         z_rx_clear(&r);
     }
-    zmq_close(zp);
+    z_close(zp);
     mcq_socket_close(app.s);
     app.s = NULL;
 
@@ -121,7 +121,7 @@ Test(socket_pushpull, push_pull_connecting)
     cr_assert(rx_frame_is(in, 0, "hello"));
     t_free_rx(in);
     cr_assert_eq(t_send_strs(0, "x", NULL), -ENOTSUP, "PULL cannot send");
-    zmq_close(zs);
+    z_close(zs);
 }
 
 /* PAIR both ways; a second peer is refused while the first holds the socket. */
@@ -151,7 +151,7 @@ static void pair_both_ways(const char *transport, bool we_bind)
         cr_assert(rx_frame_is(&r, 0, "from"));
         z_rx_clear(&r);
     }
-    zmq_close(z);
+    z_close(z);
 }
 
 Test(socket_pushpull, pair_we_bind_tcp)
@@ -185,6 +185,6 @@ Test(socket_pushpull, pair_refuses_second_peer)
         cr_assert(rx_frame_is(&r, 0, "still-a"));
         z_rx_clear(&r);
     }
-    zmq_close(b);
-    zmq_close(a);
+    z_close(b);
+    z_close(a);
 }

@@ -29,7 +29,7 @@ static void rep_serves(const char *transport)
         t_free_rx(in);
     }
     cr_assert_eq(app.echo_fail, 0);
-    zmq_close(q);
+    z_close(q);
 }
 
 Test(socket_reqrep, rep_serves_libzmq_req_tcp)
@@ -68,7 +68,7 @@ static void req_asks(const char *transport)
         cr_assert_eq(in->shard, sh, "the reply comes back on the shard that asked");
         t_free_rx(in);
     }
-    zmq_close(p);
+    z_close(p);
 }
 
 Test(socket_reqrep, req_asks_libzmq_rep_tcp)
@@ -107,7 +107,7 @@ Test(socket_reqrep, req_message_format_at_router)
     cr_assert_eq(in->n, 1);
     cr_assert(rx_frame_is(in, 0, "GHI"));
     t_free_rx(in);
-    zmq_close(r);
+    z_close(r);
 }
 
 /* spec_rep test_envelope: a libzmq DEALER sends [X][Y][empty][A]; our REP's app sees A and
@@ -143,7 +143,7 @@ Test(socket_reqrep, rep_keeps_envelope)
     cr_assert_eq(r.n, 2);
     cr_assert(rx_frame_is(&r, 1, "B"));
     z_rx_clear(&r);
-    zmq_close(d);
+    z_close(d);
 }
 
 /* Our DEALER speaks to a libzmq REP by adding the delimiter itself. */
@@ -167,7 +167,7 @@ Test(socket_reqrep, dealer_to_libzmq_rep)
     cr_assert_eq(in->n, 2);
     cr_assert(in->len[0] == 0 && rx_frame_is(in, 1, "B"));
     t_free_rx(in);
-    zmq_close(p);
+    z_close(p);
 }
 
 /* spec_req test_round_robin_out: our REQ binds, five libzmq REPs connect (spread over the
@@ -210,6 +210,6 @@ Test(socket_reqrep, req_round_robin_out)
     }
     for (int i = 0; i < N; i++) {
         cr_assert_eq(hits[i], 1, "REP %d served %d requests", i, hits[i]);
-        zmq_close(p[i]);
+        z_close(p[i]);
     }
 }

@@ -815,6 +815,8 @@ static void peer_ready(struct mcq_peer *p)
     ps->up = true;
     ps->refused = false;
     ps->reqq_head = ps->reqq_len = 0;
+    ps->rep_held = 0;
+    ps->paused = false;
     memset(ps->owed, 0, s->n * sizeof(*ps->owed));
     struct mcq_peer_info info;
     mcq_peer_info(p, &info);

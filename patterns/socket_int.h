@@ -70,6 +70,7 @@ struct mcq_cfgsnap {
     struct mcq_peer_cfg pcfg;
     struct mcq_zmtp_plain_credentials creds;
     uint32_t window; /* credits per (sending shard, remote peer) */
+    uint32_t rcvhwm; /* REP: requests held per peer before it is paused; 0 = no limit */
     int linger;      /* 0: close with ABORT */
     uint8_t identity[MCQ_ROUTING_ID_MAX];
     uint8_t username[MCQ_OPT_STR_MAX], password[MCQ_OPT_STR_MAX];
@@ -144,6 +145,8 @@ struct mcq_pstate {
     uint32_t *owed;           /* [nshards] credits not yet returned per source */
     uint16_t *reqq;           /* REQ: shards awaiting a reply from this peer, in wire order */
     uint32_t reqq_head, reqq_len;
+    uint32_t rep_held; /* REP: its requests waiting in the partition's hold queue */
+    bool paused;       /* REP: input stopped at RCVHWM */
 };
 
 struct mcq_part {

@@ -43,6 +43,7 @@
 #define RECONNECT_JITTER_DIV 4      /* jitter adds up to 1/this of the reconnect delay */
 #define RECONNECT_MIN_MS 1u         /* RECONNECT_IVL 0 still yields to the loop between tries */
 #define NS_PER_MS 1000000ull
+#define ZAP_STATUS_OK 200u /* RFC 27 status: accepted (an owner without auth accepts all) */
 
 struct mcq_peer {
     struct mcq_peer *prev, *next; /* the shard's live list */
@@ -62,6 +63,7 @@ struct mcq_peer {
     bool reconnect;      /* what mcq_peer_reconnecting answers */
     bool refused;        /* the peer sent ERROR: never reconnect (libzmq) */
     bool want_writable;  /* a send returned -EAGAIN */
+    bool lingering;      /* FLUSH close waiting for the queue to reach the connection */
     int fail_reason;     /* our reason for ending the connection, reported over conn's */
 
     struct mcq_timer timer;
@@ -285,11 +287,12 @@ static void drain(struct mcq_peer *p)
     }
 }
 
-/* --- connection lifecycle ----------------------------------------------------------------------
- */
+/* --- connection lifecycle ------------------------------------------------------------------ */
 
 static void arm_timer(struct mcq_peer *p)
 {
+    if (p->lingering)
+        return;
     uint64_t d = mcq_zmtp_session_deadline(&p->sess);
     if (d == UINT64_MAX) {
         mcq_timer_stop(p->sh, &p->timer);
@@ -299,6 +302,16 @@ static void arm_timer(struct mcq_peer *p)
         return;
     uint64_t now = mcq_shard_now_ns(p->sh);
     mcq_timer_start(p->sh, &p->timer, d > now ? d - now : 0, 0);
+}
+
+/* Closes the current connection on our side (once; a later ABORT still upgrades a FLUSH). */
+static void end_conn(struct mcq_peer *p, enum mcq_close_how how)
+{
+    if (how == MCQ_CLOSE_FLUSH && !p->conn_ending)
+        flush_ctl(p);
+    p->conn_ending = true;
+    p->lingering = false;
+    mcq_conn_close(p->conn, how);
 }
 
 /* Ends the current connection because of rc (logged once), dropping queued output. */
@@ -313,9 +326,7 @@ static void fail(struct mcq_peer *p, int rc)
         p->refused = true;
     p->fail_reason = rc;
     /* A refused authentication still owes the client its ERROR command. */
-    flush_ctl(p);
-    p->conn_ending = true;
-    mcq_conn_close(p->conn, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
+    end_conn(p, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
 }
 
 /* Starts the session on a connection that just opened. */
@@ -363,6 +374,7 @@ static void conn_state_reset(struct mcq_peer *p)
     p->ready = false;
     p->opened = false;
     p->conn_ending = false;
+    p->lingering = false;
     p->fail_reason = 0;
 }
 
@@ -451,7 +463,7 @@ static void on_auth(struct mcq_peer *p, const struct mcq_zmtp_event *ev)
         .password = a->n_credentials > 1 ? a->credentials[1] : NULL,
         .password_len = a->n_credentials > 1 ? a->credentials_len[1] : 0,
     };
-    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : 200;
+    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : ZAP_STATUS_OK;
     struct mcq_zmtp_out out;
     int rc = session_out(p, &out);
     if (rc == 0) {
@@ -571,7 +583,7 @@ static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *
 {
     (void)c;
     struct mcq_peer *p = user;
-    if (p && !p->conn_ending)
+    if (p && !p->conn_ending && !p->closing)
         process_input(p, in);
 }
 
@@ -600,7 +612,11 @@ static void peer_on_writable(struct mcq_conn *c, void *user)
         return;
     flush_ctl(p);
     drain(p);
-    if (p->want_writable && !p->conn_ending && at_low_water(p)) {
+    if (p->lingering && !p->q_head && !p->conn_ending) {
+        end_conn(p, MCQ_CLOSE_FLUSH);
+        return;
+    }
+    if (p->want_writable && !p->conn_ending && !p->closing && at_low_water(p)) {
         p->want_writable = false;
         if (p->cfg->ops->writable)
             p->cfg->ops->writable(p);
@@ -650,8 +666,7 @@ const struct mcq_conn_handler mcq_peer_listener_handler = {
     .on_close = peer_on_close,
 };
 
-/* --- timers and deferred notices ----------------------------------------------------------------
- */
+/* --- timers and deferred notices -------------------------------------------------------------- */
 
 static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
 {
@@ -667,6 +682,12 @@ static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
         }
         mcq_log_warn("peer %s: connect failed: %s; retrying", p->endpoint, strerror(-rc));
         mcq_timer_start(sh, &p->timer, (uint64_t)reconnect_delay(p) * NS_PER_MS, 0);
+        return;
+    }
+    if (p->lingering) {
+        mcq_log_warn("peer %s: linger time over with %u messages unsent; dropping them", p->address,
+                     p->q_msgs);
+        end_conn(p, MCQ_CLOSE_ABORT);
         return;
     }
     if (p->conn_ending || !p->opened)
@@ -710,8 +731,7 @@ static void peers_stop(struct mcq_proto_shard *ps)
     }
 }
 
-/* --- creation ----------------------------------------------------------------------------------
- */
+/* --- creation --------------------------------------------------------------------------------- */
 
 static struct mcq_peer *peer_new(struct mcq_shard *sh, const struct mcq_peer_cfg *cfg, void *owner)
 {
@@ -796,8 +816,7 @@ int mcq_peer_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
     return 0;
 }
 
-/* --- sending and the rest ------------------------------------------------------------------------
- */
+/* --- sending and the rest --------------------------------------------------------------------- */
 
 bool mcq_peer_writable(const struct mcq_peer *p)
 {
@@ -857,12 +876,23 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
         p->closing = true;
         return;
     }
+    if (p->lingering && how == MCQ_CLOSE_FLUSH)
+        return;
     p->closing = true;
     if (p->conn) {
-        if (how == MCQ_CLOSE_FLUSH)
+        if (how == MCQ_CLOSE_FLUSH && p->ready && !p->conn_ending) {
             flush_ctl(p);
-        p->conn_ending = true;
-        mcq_conn_close(p->conn, how);
+            drain(p);
+            if (p->q_head && !p->conn_ending) {
+                /* The rest goes to the connection as it drains, within the linger time. */
+                unsigned ms =
+                    p->cfg->conn.linger_ms ? p->cfg->conn.linger_ms : MCQ_CONN_LINGER_MS_DEFAULT;
+                p->lingering = true;
+                mcq_timer_start(p->sh, &p->timer, (uint64_t)ms * NS_PER_MS, 0);
+                return;
+            }
+        }
+        end_conn(p, how);
         return;
     }
     if (!p->closed_pending) {

@@ -58,8 +58,13 @@ struct owner {
     unsigned readies, closes, msgs;
     struct rx last_msg;
     int echo_failures;
-    unsigned sent;       /* by the HWM task */
-    unsigned pause_at;   /* pause the peer when this many messages arrived (0: never) */
+    unsigned sent;         /* by the HWM task */
+    unsigned pause_at;     /* pause the peer when this many messages arrived (0: never) */
+    const char *sub_topic; /* SUB owner: subscribe to this on ready */
+    int sub_rc;
+    unsigned subs, cancels; /* subscriptions the peer told us about */
+    char sub_last[64];
+    struct test_event sub_ev;
     unsigned seq_errors; /* messages whose first frame is not their arrival index */
     int send_rc;
 };
@@ -82,6 +87,9 @@ static void own_ready(struct mcq_peer *p)
     ow.peer_type = info.socket_type;
     ow.readies++;
     pthread_mutex_unlock(&ow.lock);
+    if (ow.sub_topic)
+        ow.sub_rc = mcq_peer_send_subscription(p, true, (const uint8_t *)ow.sub_topic,
+                                               strlen(ow.sub_topic));
     test_event_signal(&ow.ready_ev);
 }
 
@@ -142,7 +150,23 @@ static unsigned own_auth(struct mcq_peer *p, const struct mcq_auth_request *req)
     return ok ? 200 : 400;
 }
 
+static void own_subscription(struct mcq_peer *p, bool subscribe, const uint8_t *topic, size_t len)
+{
+    (void)p;
+    pthread_mutex_lock(&ow.lock);
+    if (subscribe)
+        ow.subs++;
+    else
+        ow.cancels++;
+    size_t n = len < sizeof(ow.sub_last) - 1 ? len : sizeof(ow.sub_last) - 1;
+    memcpy(ow.sub_last, topic, n);
+    ow.sub_last[n] = '\0';
+    pthread_mutex_unlock(&ow.lock);
+    test_event_signal(&ow.sub_ev);
+}
+
 static const struct mcq_peer_ops own_ops = {
+    .subscription = own_subscription,
     .ready = own_ready,
     .msg = own_msg,
     .writable = own_writable,
@@ -166,6 +190,7 @@ static void setup(void)
     test_event_init(&ow.closed_ev);
     test_event_init(&ow.writable_ev);
     test_event_init(&ow.done_ev);
+    test_event_init(&ow.sub_ev);
     ow.echo = true;
     ow.cfg.ops = &own_ops;
     ow.cfg.zmtp.socket_type = MCQ_ZMTP_DEALER;
@@ -216,7 +241,9 @@ static void teardown(void)
 
 static void own_listen(void)
 {
-    struct mcq_conn_cfg cc = {.handler = &mcq_peer_listener_handler, .user = &ow.lst};
+    struct mcq_conn_cfg cc = ow.cfg.conn; /* as the socket layer does: one conn cfg for both */
+    cc.handler = &mcq_peer_listener_handler;
+    cc.user = &ow.lst;
     cr_assert_eq(mcq_conn_listen(ow.rt, "tcp://127.0.0.1:0", &cc, &ow.l), 0);
     ow.port = mcq_listener_port(ow.l);
 }
@@ -874,5 +901,162 @@ Test(peer, runtime_stop_closes_and_frees_every_peer)
     cr_assert_eq(ow.last_reason, -ECANCELED);
     cr_assert_not(ow.last_reconnecting);
     zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
+/* A listening raw TCP socket on a free loopback port; *port gets the port. */
+static int raw_listen(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    socklen_t l = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int raw_accept(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, (int)(WAIT_S * 1000)), 1, "no connection came");
+    int fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+Test(peer, reconnect_starts_fresh_no_half_message_carried_over)
+{
+    ow.echo = false;
+    uint16_t port;
+    int lfd = raw_listen(&port);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    on_shard(do_connect, ep);
+    int c1 = raw_accept(lfd);
+    raw_handshake(c1);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    static const uint8_t half[] = {0x01, 1, 'a'}; /* first frame, MORE set */
+    cr_assert_eq(send(c1, half, sizeof(half), 0), (ssize_t)sizeof(half));
+    close(c1);
+    cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
+    cr_assert(ow.last_reconnecting);
+    int c2 = raw_accept(lfd);
+    raw_handshake(c2);
+    cr_assert(test_event_wait(&ow.ready_ev, 2, WAIT_S));
+    static const uint8_t last[] = {0x00, 1, 'b'};
+    cr_assert_eq(send(c2, last, sizeof(last), 0), (ssize_t)sizeof(last));
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    const void *want[] = {"b"};
+    size_t wl[] = {1};
+    pthread_mutex_lock(&ow.lock);
+    assert_rx(&ow.last_msg, 1, want, wl);
+    pthread_mutex_unlock(&ow.lock);
+    close(c2);
+    close(lfd);
+}
+
+Test(peer, connect_retries_until_the_server_appears)
+{
+    uint16_t port = free_port();
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    on_shard(do_connect, ep);
+    cr_assert_eq(ow.send_rc, 0);
+    /* Refused attempts are silent and keep going (50 ms, backing off to 200 ms). */
+    cr_assert_not(test_event_wait(&ow.closed_ev, 1, PAUSE_QUIET_S), "a failed attempt reported");
+    void *ctx = zmq_ctx_new();
+    void *r = zsock(ctx, ZMQ_ROUTER);
+    cr_assert_eq(zmq_bind(r, ep), 0);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S), "never connected");
+    zmq_close(r);
+    zmq_ctx_term(ctx);
+}
+
+static void do_close_flush(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    (void)arg;
+    mcq_peer_close(ow.last, MCQ_CLOSE_FLUSH);
+}
+
+Test(peer, flush_close_delivers_every_queued_message)
+{
+    ow.echo = false;
+    ow.cfg.sndhwm = HWM_MSGS;
+    ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *d = zsock(ctx, ZMQ_DEALER);
+    int hwm = 1, rcvbuf = 4096;
+    zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    zconnect(d, ow.port);
+    zmq_send(d, "0", 1, 0);
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    on_shard(do_fill, NULL);
+    cr_assert_eq(ow.send_rc, -EAGAIN);
+    unsigned sent = ow.sent;
+    on_shard(do_close_flush, NULL);
+    for (unsigned i = 0; i < sent; i++) {
+        struct rx r = {0};
+        cr_assert(zrecv_parts(d, &r), "message %u of %u lost at close", i, sent);
+        cr_assert_eq(*(unsigned *)r.data[0], i);
+        rx_clear(&r);
+    }
+    cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
+Test(peer, sub_side_subscribes_to_libzmq_pub)
+{
+    ow.echo = false;
+    ow.cfg.zmtp.socket_type = MCQ_ZMTP_SUB;
+    ow.sub_topic = "A";
+    void *ctx = zmq_ctx_new();
+    void *pub = zsock(ctx, ZMQ_PUB);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", free_port());
+    cr_assert_eq(zmq_bind(pub, ep), 0);
+    on_shard(do_connect, ep);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    cr_assert_eq(ow.sub_rc, 0);
+    /* PUB drops until our subscription arrives: publish until a message gets through. */
+    bool got = false;
+    for (int i = 0; i < (int)(WAIT_S * 100) && !got; i++) {
+        zmq_send(pub, "B-no", 4, 0);
+        zmq_send(pub, "A-yes", 5, 0);
+        got = test_event_wait(&ow.msg_ev, 1, 0.01);
+    }
+    cr_assert(got, "subscription never took effect");
+    pthread_mutex_lock(&ow.lock);
+    cr_assert(ow.last_msg.n == 1 && ow.last_msg.len[0] == 5 &&
+              memcmp(ow.last_msg.data[0], "A-yes", 5) == 0);
+    pthread_mutex_unlock(&ow.lock);
+    zmq_close(pub);
+    zmq_ctx_term(ctx);
+}
+
+Test(peer, pub_side_hears_libzmq_sub_subscribe_and_cancel)
+{
+    ow.cfg.zmtp.socket_type = MCQ_ZMTP_PUB;
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *sub = zsock(ctx, ZMQ_SUB);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "topic", 5);
+    zconnect(sub, ow.port);
+    cr_assert(test_event_wait(&ow.sub_ev, 1, WAIT_S), "no SUBSCRIBE");
+    zmq_setsockopt(sub, ZMQ_UNSUBSCRIBE, "topic", 5);
+    cr_assert(test_event_wait(&ow.sub_ev, 2, WAIT_S), "no CANCEL");
+    pthread_mutex_lock(&ow.lock);
+    cr_assert_eq(ow.subs, 1);
+    cr_assert_eq(ow.cancels, 1);
+    cr_assert_str_eq(ow.sub_last, "topic");
+    pthread_mutex_unlock(&ow.lock);
+    zmq_close(sub);
     zmq_ctx_term(ctx);
 }

@@ -149,3 +149,64 @@ Test(socket_flow, router_id_survives_reconnect)
         cr_assert(t_wait_count(&app.downs, (unsigned)round + 1, T_WAIT_S));
     }
 }
+
+/* ROUTER at a peer's HWM: with ROUTER_MANDATORY -EAGAIN and on_writable once the peer reads
+ * (libzmq test_router_mandatory_hwm); without it the message is dropped and send says 0. */
+static void router_hwm(bool mandatory)
+{
+    char ep[256];
+    t_socket(MCQ_ROUTER);
+    t_setopt_int(MCQ_SNDHWM, SMALL_HWM);
+    t_setopt_int(MCQ_LINGER, 0);
+    t_setopt_int(MCQ_ROUTER_MANDATORY, mandatory);
+    t_bind("tcp", ep, sizeof(ep));
+    void *d = z_socket(ZMQ_DEALER);
+    int one = 1;
+    zmq_setsockopt(d, ZMQ_RCVHWM, &one, sizeof(one));
+    zmq_setsockopt(d, ZMQ_ROUTING_ID, "X", 1);
+    cr_assert_eq(zmq_connect(d, ep), 0);
+    z_send_strs(d, "hello", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    t_free_rx(in);
+    unsigned from = (app.up_shard + 2) % T_SHARDS;
+    struct t_send j = {.nf = 2, .f = {"X", big}, .len = {1, BIG_BYTES}};
+    struct timespec until, now;
+    t_deadline(&until, T_WAIT_S);
+    int rc;
+    while ((rc = t_send_job(from, &j)) == -EHOSTUNREACH) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        cr_assert(now.tv_sec <= until.tv_sec, "X never routable from shard %u", from);
+        sched_yield();
+    }
+    unsigned sent = 0;
+    while (rc == 0 && sent < SEND_MAX) {
+        sent++;
+        rc = t_send_job(from, &j);
+    }
+    if (!mandatory) {
+        cr_assert_eq(rc, 0, "without MANDATORY the ROUTER drops at the mark");
+        z_close(d);
+        return;
+    }
+    cr_assert_eq(rc, -EAGAIN, "%u sent", sent);
+    unsigned before = j.writables_before;
+    for (unsigned i = 0; i < sent; i++) {
+        struct t_rx r;
+        cr_assert(z_recv(d, &r), "message %u of %u lost", i, sent);
+        z_rx_clear(&r);
+    }
+    cr_assert(t_wait_count(&app.writables[from], before + 1, T_WAIT_S), "no on_writable");
+    cr_assert_eq(t_send_job(from, &j), 0);
+    z_close(d);
+}
+
+Test(socket_flow, router_mandatory_hwm)
+{
+    router_hwm(true);
+}
+
+Test(socket_flow, router_hwm_drops_without_mandatory)
+{
+    router_hwm(false);
+}

@@ -121,3 +121,43 @@ Test(socket_life, several_endpoints)
     cr_assert(seen_tcp && seen_ipc);
     cr_assert_eq(mcq_bind(app.s, tcp), -EADDRINUSE);
 }
+
+static void echo_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m, void *user)
+{
+    (void)user;
+    if (mcq_send(sh, s, m) < 0)
+        mcq_msg_free(m);
+}
+
+/* One shard: no other shard to tell anything (broadcasts go nowhere, auto ids carry no
+ * shard bits); ROUTER and PAIR still work. */
+Test(socket_life, single_shard_runtime)
+{
+    struct mcq_config cfg = mcq_config_default();
+    cfg.shards = 1;
+    cfg.pin = false;
+    struct mcq_runtime *rt;
+    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
+    int types[] = {MCQ_ROUTER, MCQ_PAIR};
+    int ztypes[] = {ZMQ_DEALER, ZMQ_PAIR};
+    for (int t = 0; t < 2; t++) {
+        struct mcq_socket *s;
+        cr_assert_eq(
+            mcq_socket_create(rt, types[t], &(struct mcq_socket_handlers){.on_msg = echo_msg}, &s),
+            0);
+        cr_assert_eq(mcq_bind(s, "tcp://127.0.0.1:0"), 0);
+        char ep[256];
+        size_t len = sizeof(ep);
+        cr_assert_eq(mcq_getsockopt(s, MCQ_LAST_ENDPOINT, ep, &len), 0);
+        void *z = z_socket(ztypes[t]);
+        cr_assert_eq(zmq_connect(z, ep), 0);
+        z_send_strs(z, "one", "two", NULL);
+        struct t_rx r;
+        cr_assert(z_recv(z, &r), "type %d: no echo", types[t]);
+        cr_assert(r.n == 2 && rx_frame_is(&r, 0, "one") && rx_frame_is(&r, 1, "two"));
+        z_rx_clear(&r);
+        z_close(z);
+        mcq_socket_close(s);
+    }
+    mcq_runtime_destroy(rt);
+}

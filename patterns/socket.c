@@ -584,8 +584,7 @@ static void backlog_drain(struct mcq_pstate *ps)
         mcq_heldq_pop(&ps->backlog);
         if (rc < 0)
             mcq_msg_free(h->m);
-        else
-            handed_over(ps, h->from, h->req);
+        handed_over(ps, h->from, h->req && rc == 0);
         free(h);
     }
 }
@@ -613,7 +612,9 @@ static void task_data(struct mcq_shard *sh, void *arg)
             return;
         }
         if (rc != -EAGAIN) {
+            /* Lost (peer closing, or no memory): the credit still goes back. */
             mcq_msg_free(m);
+            handed_over(ps, from, false);
             return;
         }
     }

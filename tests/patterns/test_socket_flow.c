@@ -210,3 +210,41 @@ Test(socket_flow, router_hwm_drops_without_mandatory)
 {
     router_hwm(false);
 }
+
+/* Ghost peers: a remote shard fills a PULL's backlog through credits, then the PULL goes
+ * away. Its backlog and the messages still in flight to it are dropped on arrival (no
+ * leak: the teardown checks), the dead peer leaves every shard's ring, and a new PULL gets
+ * the next messages. */
+Test(socket_flow, peer_gone_with_backlog)
+{
+    char ep[256];
+    t_socket(MCQ_PUSH);
+    t_setopt_int(MCQ_SNDHWM, SMALL_HWM);
+    t_setopt_int(MCQ_LINGER, 0);
+    t_bind("tcp", ep, sizeof(ep));
+    void *z = z_socket(ZMQ_PULL);
+    int one = 1;
+    zmq_setsockopt(z, ZMQ_RCVHWM, &one, sizeof(one));
+    cr_assert_eq(zmq_connect(z, ep), 0);
+    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    unsigned from = (app.up_shard + 1) % T_SHARDS;
+    cr_assert(t_wait_lb(from, 1));
+    struct t_send j = {.nf = 1, .f = {big}, .len = {BIG_BYTES}};
+    unsigned sent = 0;
+    while (sent < SEND_MAX && t_send_job(from, &j) == 0)
+        sent++;
+    cr_assert_lt(sent, SEND_MAX);
+    z_close(z);
+    cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S));
+    z = z_socket(ZMQ_PULL);
+    cr_assert_eq(zmq_connect(z, ep), 0);
+    cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S));
+    const char *fresh = "fresh";
+    j = (struct t_send){.nf = 1, .f = {fresh}, .len = {5}};
+    cr_assert_eq(t_send_job_wait(from, &j), 0);
+    struct t_rx r;
+    cr_assert(z_recv(z, &r));
+    cr_assert(rx_frame_is(&r, 0, "fresh"), "a ghost's message reached the new peer");
+    z_rx_clear(&r);
+    z_close(z);
+}

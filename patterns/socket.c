@@ -1347,7 +1347,6 @@ void mcq_socket_close(struct mcq_socket *s)
         return;
     }
     pthread_mutex_lock(&s->lock);
-    s->closed = true;
     for (struct mcq_bound *b = s->bound; b; b = b->next) {
         mcq_listener_close(b->l);
         b->l = NULL;

@@ -199,7 +199,6 @@ struct mcq_socket {
     struct mcq_connect_req *connects;
     _Atomic unsigned rr;
     unsigned attach_ran, attached, detached, done, closes_ran; /* under lock */
-    bool closed;
     struct mcq_runtime_cleanup cleanup;
     struct mcq_part *parts[];
 };

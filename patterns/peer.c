@@ -421,6 +421,11 @@ static void conn_gone(struct mcq_peer *p, int reason)
     bool report = p->opened;
     if (p->fail_reason)
         reason = p->fail_reason;
+    else if (p->opened && !p->ready && reason != -ECANCELED && !p->closing)
+        /* Hanging up mid-handshake (a truncated greeting, a scanner) is a failed peer too. */
+        mcq_log_warn("peer %s: connection ended during the handshake (%s)",
+                     p->address[0] ? p->address : "?",
+                     reason ? strerror(-reason) : "end of stream");
     conn_state_reset(p);
     p->reconnect = will_reconnect(p);
     if (report || !p->reconnect) {

@@ -142,10 +142,9 @@ struct mcq_pstate {
     struct mcq_heldq backlog; /* from other shards, waiting for room */
     struct mcq_heldq inq;     /* input held until the id is bound (a reply could not route) */
     uint32_t *owed;           /* [nshards] credits not yet returned per source */
-    uint16_t *reqq;           /* REQ: shards awaiting a reply from this peer, in wire order */
-    uint32_t reqq_head, reqq_len;
-    uint32_t rep_held; /* REP: its requests waiting in the partition's hold queue */
-    bool paused;       /* REP: input stopped at RCVHWM */
+    int32_t req_from;         /* REQ: the shard whose request this peer is answering, or -1 */
+    uint32_t rep_held;        /* REP: its requests waiting in the partition's hold queue */
+    bool paused;              /* REP: input stopped at RCVHWM */
 };
 
 struct mcq_part {
@@ -219,6 +218,8 @@ int mcq_part_lb_send(struct mcq_part *pt, struct mcq_msg *m, bool req, struct mc
 bool mcq_part_resolve(struct mcq_part *pt, const uint8_t *id, size_t len, struct mcq_peer_ref *out);
 /* Runs on_writable if a send on this shard had returned -EAGAIN. */
 void mcq_part_fire_writable(struct mcq_part *pt);
+/* REQ: ps answered its request; the next one waiting for it may go. */
+void mcq_pstate_req_done(struct mcq_pstate *ps);
 /* Sends a REQ reply that arrived from peer `from` to the requesting shard `to`. */
 void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_peer_ref *from,
                             struct mcq_msg *m);

@@ -16,10 +16,16 @@
  *   bound for HWM 0) messages towards one remote peer that the owner has not yet handed to
  *   the peer's send queue; the owner hands them over as the queue has room (a per-peer
  *   backlog holds the rest, in arrival order) and returns credits per source shard in
- *   batches of (window + 1) / 2. Local senders use mcq_peer_writable directly.
+ *   batches of (window + 1) / 2. Local senders go to mcq_peer_send directly (its -EAGAIN
+ *   arms the peer's writable()).
  * - Peer-chosen routing ids (ROUTER) and the single PAIR peer are claimed at an arbiter
  *   shard (hash of the id, shard 0 for PAIR) which alone decides duplicates and broadcasts
- *   the binding, so every shard agrees on who holds an id. */
+ *   the binding, so every shard agrees on who holds an id. The peer's input waits until
+ *   the answer, so a reply to its first message routes; a refused ROUTER claim waits at
+ *   the arbiter and is granted when the holder leaves.
+ * - Closing: each partition closes its peers, then sends a fence to every shard; a
+ *   partition with all fences in can receive nothing more for the socket (rings are FIFO),
+ *   and the socket's memory goes when every partition is done. */
 #ifndef MCQ_PATTERNS_SOCKET_INT_H
 #define MCQ_PATTERNS_SOCKET_INT_H
 

@@ -694,6 +694,37 @@ static inline int zs_router_send_when_routable(void *s, const struct tmsg *m)
     }
 }
 
+static unsigned monitor_seq;
+
+/* A PAIR socket that receives s's HANDSHAKE_SUCCEEDED events. libzmq queues the pipe-attach
+ * command to the socket before it emits that event, so after n events a send on s sees all
+ * n peers (what libzmq's own tests approximate with a settle sleep). Call before
+ * bind/connect; close the returned socket before s. */
+static inline void *zs_monitor(void *ctx, void *s)
+{
+    char ep[64];
+    snprintf(ep, sizeof(ep), "inproc://mcq-monitor-%u", monitor_seq++);
+    cr_assert_eq(zmq_socket_monitor(s, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED), 0);
+    void *m = zmq_socket(ctx, ZMQ_PAIR);
+    cr_assert_not_null(m);
+    int zero = 0;
+    zmq_setsockopt(m, ZMQ_LINGER, &zero, sizeof(zero));
+    cr_assert_eq(zmq_connect(m, ep), 0);
+    return m;
+}
+
+/* Waits for n more handshakes on a monitor from zs_monitor; false on timeout. */
+static inline bool zs_wait_handshakes(void *mon, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct tmsg *ev = zs_recv(mon, IO_TIMEOUT_MS);
+        if (!ev)
+            return false;
+        tmsg_free(ev);
+    }
+    return true;
+}
+
 /* --- libzmq echo/record servers in their own threads -------------------------------------- */
 
 struct zserver {

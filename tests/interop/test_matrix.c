@@ -352,9 +352,8 @@ struct many_case {
 };
 
 static struct many_case many_cases[] = {
-    {MCQ_DEALER, MCQ_ROUTER, TR_TCP}, {MCQ_REQ, MCQ_REP, TR_TCP},
-    {MCQ_PUSH, MCQ_PULL, TR_TCP},     {MCQ_DEALER, MCQ_DEALER, TR_TCP},
-    {MCQ_DEALER, MCQ_ROUTER, TR_IPC}, {MCQ_REQ, MCQ_REP, TR_IPC},
+    {MCQ_DEALER, MCQ_ROUTER, TR_TCP}, {MCQ_REQ, MCQ_REP, TR_TCP}, {MCQ_PUSH, MCQ_PULL, TR_TCP},
+    {MCQ_DEALER, MCQ_ROUTER, TR_IPC}, {MCQ_REQ, MCQ_REP, TR_IPC}, {MCQ_PUSH, MCQ_PULL, TR_IPC},
 };
 
 ParameterizedTestParameters(matrix, many_clients)

@@ -125,6 +125,7 @@ ParameterizedTest(enum transport *tr, spec_req, round_robin_out_reverse, .timeou
     struct env e;
     env_start(&e, "spec_req round_robin_out zmq REQ -> mcq REPs", *tr);
     void *req = zs_new(e.ctx, ZMQ_REQ);
+    void *mon = zs_monitor(e.ctx, req);
     char ep[TEST_ENDPOINT_MAX];
     zs_bind(req, *tr, ep, sizeof(ep));
     struct msock *rep[SERVICES];
@@ -133,8 +134,7 @@ ParameterizedTest(enum transport *tr, spec_req, round_robin_out_reverse, .timeou
         rep[i]->fixed = "DEF";
         ms_connect(rep[i], ep);
     }
-    for (int i = 0; i < SERVICES; i++)
-        cr_assert(ms_wait_up(rep[i], 1), "%s: REP %d not up", case_name, i);
+    cr_assert(zs_wait_handshakes(mon, SERVICES), "%s: libzmq saw too few handshakes", case_name);
     struct tmsg *abc = tmsg_strs("ABC", NULL);
     for (int k = 0; k < SERVICES; k++) {
         cr_assert_eq(zs_send(req, abc), 0);
@@ -146,6 +146,7 @@ ParameterizedTest(enum transport *tr, spec_req, round_robin_out_reverse, .timeou
         cr_assert_eq(inbox_total(&rep[i]->in), 1, "%s: REP %d got %u requests", case_name, i,
                      inbox_total(&rep[i]->in));
     tmsg_free(abc);
+    zmq_close(mon);
     zmq_close(req);
     for (int i = 0; i < SERVICES; i++)
         ms_close(rep[i]);
@@ -428,14 +429,14 @@ ParameterizedTest(enum transport *tr, spec_dealer, round_robin_out, .timeout = S
     ms_close(d);
 
     void *zd = zs_new(e.ctx, ZMQ_DEALER);
+    void *mon = zs_monitor(e.ctx, zd);
     zs_bind(zd, *tr, ep, sizeof(ep));
     struct msock *mrep[SERVICES];
     for (int i = 0; i < SERVICES; i++) {
         mrep[i] = ms_new(e.rt, MCQ_REP, RM_ECHO);
         ms_connect(mrep[i], ep);
     }
-    for (int i = 0; i < SERVICES; i++)
-        cr_assert(ms_wait_up(mrep[i], 1));
+    cr_assert(zs_wait_handshakes(mon, SERVICES));
     for (int k = 0; k < SERVICES; k++)
         cr_assert_eq(zs_send(zd, m), 0);
     for (int k = 0; k < SERVICES; k++) {
@@ -448,6 +449,7 @@ ParameterizedTest(enum transport *tr, spec_dealer, round_robin_out, .timeout = S
                      inbox_total(&mrep[i]->in));
         ms_close(mrep[i]);
     }
+    zmq_close(mon);
     zmq_close(zd);
     tmsg_free(m);
     env_stop(&e);
@@ -623,14 +625,14 @@ ParameterizedTest(enum transport *tr, spec_pushpull, push_round_robin_out,
     ms_close(push);
 
     void *zpush = zs_new(e.ctx, ZMQ_PUSH);
+    void *mon = zs_monitor(e.ctx, zpush);
     zs_bind(zpush, *tr, ep, sizeof(ep));
     struct msock *mpull[SERVICES];
     for (int i = 0; i < SERVICES; i++) {
         mpull[i] = ms_new(e.rt, MCQ_PULL, RM_NONE);
         ms_connect(mpull[i], ep);
     }
-    for (int i = 0; i < SERVICES; i++)
-        cr_assert(ms_wait_up(mpull[i], 1));
+    cr_assert(zs_wait_handshakes(mon, SERVICES));
     for (int k = 0; k < SERVICES; k++)
         cr_assert_eq(zs_send(zpush, abc), 0);
     for (int k = 0; k < SERVICES; k++)
@@ -644,6 +646,7 @@ ParameterizedTest(enum transport *tr, spec_pushpull, push_round_robin_out,
         tmsg_free(b);
         ms_close(mpull[i]);
     }
+    zmq_close(mon);
     zmq_close(zpush);
     tmsg_free(abc);
     tmsg_free(def);

@@ -44,13 +44,13 @@ struct mcq_peer_ops {
 /* Per-socket settings every peer of the socket shares (borrowed; must outlive the peers). */
 struct mcq_peer_cfg {
     const struct mcq_peer_ops *ops;
-    struct mcq_zmtp_config zmtp;   /* socket type, mechanism, identity, limits, timers */
-    struct mcq_conn_cfg conn;      /* keepalive, linger, send queue bytes */
-    unsigned sndhwm;               /* messages queued per peer; 0 = unlimited */
-    uint64_t sndhwm_bytes;         /* bytes queued per peer; 0 = unlimited */
-    int reconnect_ivl_ms;          /* -1 = never reconnect */
-    int reconnect_ivl_max_ms;      /* 0 = no backoff */
-    uint32_t connect_timeout_ms;   /* 0 = the OS's */
+    struct mcq_zmtp_config zmtp; /* socket type, mechanism, identity, limits, timers */
+    struct mcq_conn_cfg conn;    /* keepalive, linger, send queue bytes */
+    unsigned sndhwm;             /* messages queued per peer; 0 = unlimited */
+    uint64_t sndhwm_bytes;       /* bytes queued per peer; 0 = unlimited */
+    int reconnect_ivl_ms;        /* -1 = never reconnect */
+    int reconnect_ivl_max_ms;    /* 0 = no backoff */
+    uint32_t connect_timeout_ms; /* 0 = the OS's */
 };
 
 /* Starts a peer on a freshly accepted connection (from the listener's on_open). The peer

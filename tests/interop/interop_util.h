@@ -30,6 +30,7 @@
 #define TEST_ENDPOINT_MAX 256
 #define MAX_IDS 64 /* routing ids a test socket remembers */
 #define SHARD_SLOTS 16
+#define MAX_HELD 64 /* echoes one shard may hold back at -EAGAIN */
 
 enum transport { TR_TCP, TR_IPC };
 
@@ -273,6 +274,7 @@ enum reply_mode {
     RM_ECHO,    /* record, then send the message back unchanged (REP: the body) */
     RM_FIXED,   /* record, then reply with the one frame `fixed` */
     RM_FORWARD, /* record, then send it on through the socket `forward_to` (a proxy) */
+    RM_GREET,   /* record; on_peer_up sends a greeting from the callback */
 };
 
 struct msock {
@@ -285,6 +287,16 @@ struct msock {
     struct inbox in;
     _Atomic unsigned up, down, writable, echo_failures;
     _Atomic int last_echo_err, last_down_reason;
+    _Atomic unsigned last_up_shard;
+    /* RM_ECHO: keep an echo that got -EAGAIN and resend it from on_writable (what the API
+     * asks of users); false counts it as a failure instead. */
+    bool echo_retry;
+    struct mcq_msg *held[SHARD_SLOTS][MAX_HELD]; /* per shard, touched by that shard only */
+    unsigned nheld[SHARD_SLOTS];
+    _Atomic unsigned echo_deferred;
+    /* RM_GREET: on_peer_up sends "hello" (ROUTER: [routing id, hello]) from the callback. */
+    _Atomic int greet_rc;
+    _Atomic unsigned greets;
     _Atomic unsigned up_on_shard[SHARD_SLOTS];
     struct test_event up_ev, down_ev, writable_ev;
     pthread_mutex_t idlock;
@@ -327,9 +339,15 @@ static void ms_on_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg
     inbox_push(&ms->in, tmsg_from_mcq(m, mcq_shard_id(sh)));
     int rc = 0;
     if (ms->mode == RM_ECHO || ms->mode == RM_FORWARD) {
-        rc = mcq_send(sh, ms->mode == RM_ECHO ? s : ms->forward_to, m);
+        unsigned id = mcq_shard_id(sh);
+        rc = ms->nheld[id] ? -EAGAIN : mcq_send(sh, ms->mode == RM_ECHO ? s : ms->forward_to, m);
         if (rc == 0)
             return;
+        if (rc == -EAGAIN && ms->echo_retry && ms->nheld[id] < MAX_HELD) {
+            ms->held[id][ms->nheld[id]++] = m;
+            atomic_fetch_add(&ms->echo_deferred, 1);
+            return;
+        }
     } else if (ms->mode == RM_FIXED) {
         struct mcq_msg *r = mcq_msg_new(sh);
         rc = r ? mcq_msg_append(r, ms->fixed, strlen(ms->fixed)) : -ENOMEM;
@@ -347,9 +365,17 @@ static void ms_on_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg
 
 static void ms_on_writable(struct mcq_shard *sh, struct mcq_socket *s, void *user)
 {
-    (void)sh;
-    (void)s;
     struct msock *ms = user;
+    unsigned id = mcq_shard_id(sh);
+    unsigned done = 0;
+    while (done < ms->nheld[id]) {
+        struct mcq_socket *to = ms->mode == RM_FORWARD ? ms->forward_to : s;
+        if (mcq_send(sh, to, ms->held[id][done]) < 0)
+            break;
+        done++;
+    }
+    memmove(ms->held[id], ms->held[id] + done, (ms->nheld[id] - done) * sizeof(ms->held[0][0]));
+    ms->nheld[id] -= done;
     atomic_fetch_add(&ms->writable, 1);
     test_event_signal(&ms->writable_ev);
 }
@@ -357,8 +383,6 @@ static void ms_on_writable(struct mcq_shard *sh, struct mcq_socket *s, void *use
 static void ms_on_up(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
                      void *user)
 {
-    (void)sh;
-    (void)s;
     struct msock *ms = user;
     pthread_mutex_lock(&ms->idlock);
     if (ms->nids < MAX_IDS && p->routing_id_len <= sizeof(ms->ids[0])) {
@@ -368,6 +392,22 @@ static void ms_on_up(struct mcq_shard *sh, struct mcq_socket *s, const struct mc
     pthread_mutex_unlock(&ms->idlock);
     if (p->shard < SHARD_SLOTS)
         atomic_fetch_add(&ms->up_on_shard[p->shard], 1);
+    atomic_store(&ms->last_up_shard, p->shard);
+    if (ms->mode == RM_GREET) {
+        struct mcq_msg *m = mcq_msg_new(sh);
+        int rc = m ? 0 : -ENOMEM;
+        if (rc == 0 && ms->type == MCQ_ROUTER)
+            rc = mcq_msg_append(m, p->routing_id, p->routing_id_len);
+        if (rc == 0)
+            rc = mcq_msg_append(m, "hello", 5);
+        if (rc == 0)
+            rc = mcq_send(sh, s, m);
+        if (rc < 0) {
+            mcq_msg_free(m);
+            atomic_store(&ms->greet_rc, rc);
+        }
+        atomic_fetch_add(&ms->greets, 1);
+    }
     atomic_fetch_add(&ms->up, 1);
     test_event_signal(&ms->up_ev);
 }
@@ -410,6 +450,7 @@ static inline struct msock *ms_new(struct mcq_runtime *rt, int type, enum reply_
     ms->rt = rt;
     ms->type = type;
     ms->mode = mode;
+    ms->echo_retry = true;
     inbox_init(&ms->in);
     test_event_init(&ms->up_ev);
     test_event_init(&ms->down_ev);
@@ -429,11 +470,33 @@ static inline struct msock *ms_new(struct mcq_runtime *rt, int type, enum reply_
     return ms;
 }
 
+struct free_held_job {
+    struct msock *ms;
+    struct test_event done;
+};
+
+static void free_held_task(struct mcq_shard *sh, void *arg)
+{
+    struct free_held_job *j = arg;
+    unsigned id = mcq_shard_id(sh);
+    for (unsigned k = 0; k < j->ms->nheld[id]; k++)
+        mcq_msg_free(j->ms->held[id][k]);
+    j->ms->nheld[id] = 0;
+    test_event_signal(&j->done);
+}
+
 static inline void ms_close(struct msock *ms)
 {
     if (!ms)
         return;
     mcq_socket_close(ms->s);
+    /* Held echoes belong to their shards: free them there. */
+    for (unsigned i = 0; i < mcq_runtime_shard_count(ms->rt) && i < SHARD_SLOTS; i++) {
+        struct free_held_job j = {.ms = ms};
+        test_event_init(&j.done);
+        cr_assert_eq(mcq_runtime_post(ms->rt, i, free_held_task, &j), 0);
+        cr_assert(test_event_wait(&j.done, 1, IO_TIMEOUT_S));
+    }
     inbox_drain(&ms->in);
     free(ms);
 }
@@ -538,16 +601,19 @@ static inline int ms_send(struct msock *ms, unsigned shard, const struct tmsg *m
     return j.rc;
 }
 
-/* Like ms_send, but retries after -EAGAIN once on_writable fired (bounded). */
+/* Like ms_send, but after -EAGAIN waits for on_writable (the contract: it follows when
+ * room returns) and tries again; -ETIMEDOUT if on_writable never came. */
 static inline int ms_send_retry(struct msock *ms, unsigned shard, const struct tmsg *m)
 {
     uint64_t until = mono_ns() + (uint64_t)(IO_TIMEOUT_S * 1e9);
     for (;;) {
         int seen = (int)atomic_load(&ms->writable);
         int rc = ms_send(ms, shard, m);
-        if (rc != -EAGAIN || mono_ns() > until)
+        if (rc != -EAGAIN)
             return rc;
-        test_event_wait(&ms->writable_ev, seen + 1, 0.1);
+        double left = (double)(int64_t)(until - mono_ns()) / 1e9;
+        if (left <= 0 || !test_event_wait(&ms->writable_ev, seen + 1, left))
+            return -ETIMEDOUT;
     }
 }
 

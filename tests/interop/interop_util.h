@@ -658,6 +658,49 @@ static inline unsigned ms_fill(struct msock *ms, unsigned shard, const struct tm
     return j.sent;
 }
 
+/* Mesh fence: every shard sends a marker to every shard. The ring between two shards is
+ * FIFO, so once all markers ran, every cross-shard event a shard submitted before it saw
+ * its marker request (peer-up announcements, id claims) has run at its destination. */
+struct fence {
+    struct test_event arrived;
+};
+
+static void fence_in(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    test_event_signal(&((struct fence *)arg)->arrived);
+}
+
+static void fence_out(struct mcq_shard *sh, void *arg)
+{
+    int rc = mcq_shard_broadcast(sh, fence_in, arg, true);
+    cr_assert_eq(rc, 0, "fence broadcast: %d", rc);
+}
+
+/* Runs `hops` fences one after the other (a claim that is forwarded once needs two). */
+static inline void rt_fence(struct mcq_runtime *rt, unsigned hops)
+{
+    unsigned n = mcq_runtime_shard_count(rt);
+    for (unsigned h = 0; h < hops; h++) {
+        struct fence f;
+        test_event_init(&f.arrived);
+        for (unsigned i = 0; i < n; i++)
+            cr_assert_eq(mcq_runtime_post(rt, i, fence_out, &f), 0);
+        cr_assert(test_event_wait(&f.arrived, (int)(n * n), IO_TIMEOUT_S), "mesh fence timed out");
+    }
+}
+
+#define SETTLE_HOPS 3 /* peer-up broadcast, id claim, claim answer */
+
+/* Waits until n peers came up and every shard has heard of them (see rt_fence). */
+static inline bool ms_wait_settled(struct msock *ms, unsigned n)
+{
+    if (!test_event_wait(&ms->up_ev, (int)n, IO_TIMEOUT_S))
+        return false;
+    rt_fence(ms->rt, SETTLE_HOPS);
+    return true;
+}
+
 static inline struct mcq_runtime *rt_start(void)
 {
     struct mcq_config cfg = mcq_config_default();

@@ -464,7 +464,7 @@ ParameterizedTest(struct many_case *mc, matrix, many_servers, .timeout = CASE_TI
         zs[i] = zserver_start(ctx, c.server, true, c.tr, NULL, server_echoes(&c), NULL);
         ms_connect(ms, zs[i]->ep);
     }
-    cr_assert(ms_wait_up(ms, FANOUT_SERVERS), "%s: %u of %d connections up", case_name,
+    cr_assert(ms_wait_settled(ms, FANOUT_SERVERS), "%s: %u of %d connections up", case_name,
               atomic_load(&ms->up), FANOUT_SERVERS);
     cr_assert_eq(ms_shards_with_peers(ms), TEST_SHARDS, "%s: connections on %u shards", case_name,
                  ms_shards_with_peers(ms));
@@ -633,7 +633,7 @@ ParameterizedTest(enum transport *tr, matrix, router_ids, .timeout = CASE_TIMEOU
     void *dl = zs_new(ctx, ZMQ_DEALER);
     zs_setopt_str(dl, ZMQ_ROUTING_ID, "known");
     zs_connect(dl, ep_l);
-    cr_assert(ms_wait_up(mand, 1) && ms_wait_up(lax, 1), "%s: peers not up", case_name);
+    cr_assert(ms_wait_settled(mand, 1) && ms_wait_settled(lax, 1), "%s: peers not up", case_name);
 
     uint8_t id[256];
     size_t idlen = ms_peer_id(mand, 0, id);
@@ -671,7 +671,7 @@ ParameterizedTest(enum transport *tr, matrix, router_ids, .timeout = CASE_TIMEOU
     struct msock *dealer = ms_new(rt, MCQ_DEALER, RM_NONE);
     ms_setopt_str(dealer, MCQ_ROUTING_ID, "mcq-dealer");
     ms_connect(dealer, ep_z);
-    cr_assert(ms_wait_up(dealer, 1));
+    cr_assert(ms_wait_settled(dealer, 1));
     struct tmsg *zm = tmsg_strs("mcq-dealer", "hi", NULL);
     cr_assert_eq(zs_router_send_when_routable(zr, zm), 0, "%s: libzmq cannot route to %s",
                  case_name, "mcq-dealer");
@@ -736,7 +736,7 @@ ParameterizedTest(enum transport *tr, matrix, chain, .timeout = CASE_TIMEOUT_S)
         cl[i] = zs_new(ctx, ZMQ_REQ);
         zs_connect(cl[i], ep_f);
     }
-    cr_assert(ms_wait_up(back, CHAIN_WORKERS) && ms_wait_up(front, CHAIN_CLIENTS),
+    cr_assert(ms_wait_settled(back, CHAIN_WORKERS) && ms_wait_settled(front, CHAIN_CLIENTS),
               "%s: not every peer came up", case_name);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < CHAIN_CLIENTS; i++) {
@@ -850,7 +850,7 @@ ParameterizedTest(enum transport *tr, matrix, chain_reverse, .timeout = CASE_TIM
     struct msock *rep = ms_new(rt, MCQ_REP, RM_ECHO);
     ms_connect(req, x.ep_front);
     ms_connect(rep, x.ep_back);
-    cr_assert(ms_wait_up(req, 1) && ms_wait_up(rep, 1), "%s: peers not up", case_name);
+    cr_assert(ms_wait_settled(req, 1) && ms_wait_settled(rep, 1), "%s: peers not up", case_name);
     for (int i = 0; i < 4; i++) {
         char body[32];
         snprintf(body, sizeof(body), "request %d", i);

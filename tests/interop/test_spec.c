@@ -81,13 +81,15 @@ ParameterizedTest(enum transport *tr, spec_req, round_robin_out, .timeout = SPEC
         rep[i] = zs_new(e.ctx, ZMQ_REP);
         zs_connect(rep[i], ep);
     }
-    cr_assert(ms_wait_up(req, SERVICES), "%s: %u REPs up", case_name, atomic_load(&req->up));
+    cr_assert(ms_wait_settled(req, SERVICES), "%s: %u REPs up", case_name, atomic_load(&req->up));
     int order[2][SERVICES];
     struct tmsg *abc = tmsg_strs("ABC", NULL), *def = tmsg_strs("DEF", NULL);
     for (int cycle = 0; cycle < 2; cycle++) {
         bool hit[SERVICES] = {0};
         for (int k = 0; k < SERVICES; k++) {
-            cr_assert_eq(ms_send(req, (unsigned)k % TEST_SHARDS, abc), 0, "%s: send", case_name);
+            /* One shard: round-robin state is per shard (each shard's partition has its own
+             * LB ring over all peers), so a cycle is a cycle of one shard's sends. */
+            cr_assert_eq(ms_send(req, 0, abc), 0, "%s: send", case_name);
             struct tmsg *m = NULL;
             int i = poll_any(rep, SERVICES, &m);
             cr_assert_geq(i, 0, "%s: request %d reached no REP", case_name, k);
@@ -169,10 +171,11 @@ ParameterizedTest(enum transport *tr, spec_req, message_format, .timeout = SPEC_
     zs_bind(router, *tr, ep, sizeof(ep));
     struct msock *req = ms_new(e.rt, MCQ_REQ, RM_NONE);
     ms_connect(req, ep);
-    cr_assert(ms_wait_up(req, 1));
+    cr_assert(ms_wait_settled(req, 1));
     struct tmsg *m = tmsg_strs("ABC", "DEF", NULL);
     cr_assert_eq(ms_send(req, 1, m), 0);
-    cr_assert_eq(ms_send(req, 2, m), -EFSM, "%s: second request before the reply", case_name);
+    /* Alternation is per shard (each shard's REQ state is its own), so ask the same one. */
+    cr_assert_eq(ms_send(req, 1, m), -EFSM, "%s: second request before the reply", case_name);
     struct tmsg *got = zs_recv(router, IO_TIMEOUT_MS);
     char b[256];
     cr_assert(got && got->n == 4 && got->f[0].len > 0 && tframe_is(got, 1, "") &&
@@ -186,7 +189,10 @@ ParameterizedTest(enum transport *tr, spec_req, message_format, .timeout = SPEC_
     struct tmsg *r = inbox_pop(&req->in, IO_TIMEOUT_S);
     cr_assert(r && r->n == 1 && tframe_is(r, 0, "GHI"), "%s: REQ user got %s", case_name,
               tmsg_str(r, b, sizeof(b)));
-    cr_assert_eq(ms_send(req, 3, m), 0, "%s: next request after the reply", case_name);
+    cr_assert_eq(ms_send(req, 1, m), 0, "%s: next request after the reply", case_name);
+    struct tmsg *again = zs_recv(router, IO_TIMEOUT_MS);
+    cr_assert_not_null(again, "%s: the second request never reached the ROUTER", case_name);
+    tmsg_free(again);
     tmsg_free(r);
     tmsg_free(reply);
     tmsg_free(got);
@@ -242,7 +248,7 @@ ParameterizedTest(enum transport *tr, spec_req, only_listens_to_current_peer,
         zs_setopt_int(rt[i], ZMQ_ROUTER_MANDATORY, 1);
         zs_connect(rt[i], ep);
     }
-    cr_assert(ms_wait_up(req, LISTEN_ROUTERS));
+    cr_assert(ms_wait_settled(req, LISTEN_ROUTERS));
     struct tmsg *wrong = tmsg_strs("A", "", "WRONG", NULL);
     struct tmsg *good = tmsg_strs("A", "", "GOOD", NULL);
     for (int k = 0; k < LISTEN_ROUTERS; k++) {
@@ -300,7 +306,7 @@ ParameterizedTest(enum transport *tr, spec_rep, fair_queue_in, .timeout = SPEC_T
         req[i] = zs_new(e.ctx, ZMQ_REQ);
         zs_connect(req[i], ep);
     }
-    cr_assert(ms_wait_up(rep, SERVICES));
+    cr_assert(ms_wait_settled(rep, SERVICES));
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < SERVICES; i++) {
             char body[32];
@@ -344,7 +350,7 @@ ParameterizedTest(enum transport *tr, spec_rep, envelope, .timeout = SPEC_TIMEOU
     ms_bind(rep, *tr, ep, sizeof(ep));
     void *dealer = zs_new(e.ctx, ZMQ_DEALER);
     zs_connect(dealer, ep);
-    cr_assert(ms_wait_up(rep, 1));
+    cr_assert(ms_wait_settled(rep, 1));
     char b[256];
 
     struct tmsg *reqs[] = {tmsg_strs("", "A", NULL), tmsg_strs("X", "Y", "", "A", NULL)};
@@ -378,7 +384,7 @@ ParameterizedTest(enum transport *tr, spec_rep, envelope, .timeout = SPEC_TIMEOU
     struct zserver *zrep = zserver_start(e.ctx, ZMQ_REP, true, *tr, NULL, true, NULL);
     struct msock *md = ms_new(e.rt, MCQ_DEALER, RM_NONE);
     ms_connect(md, zrep->ep);
-    cr_assert(ms_wait_up(md, 1));
+    cr_assert(ms_wait_settled(md, 1));
     struct tmsg *env = tmsg_strs("X", "Y", "", "A", "B", NULL);
     cr_assert_eq(ms_send(md, 2, env), 0);
     struct tmsg *zseen = inbox_pop(&zrep->in, IO_TIMEOUT_S);
@@ -415,10 +421,10 @@ ParameterizedTest(enum transport *tr, spec_dealer, round_robin_out, .timeout = S
     struct zserver *rep[SERVICES];
     for (int i = 0; i < SERVICES; i++)
         rep[i] = zserver_start(e.ctx, ZMQ_REP, false, *tr, ep, true, NULL);
-    cr_assert(ms_wait_up(d, SERVICES));
+    cr_assert(ms_wait_settled(d, SERVICES));
     struct tmsg *m = tmsg_strs("", "ABC", NULL);
-    for (int k = 0; k < SERVICES; k++)
-        cr_assert_eq(ms_send(d, (unsigned)k % TEST_SHARDS, m), 0);
+    for (int k = 0; k < SERVICES; k++) /* one shard: round-robin state is per shard */
+        cr_assert_eq(ms_send(d, 0, m), 0);
     cr_assert(inbox_wait_total(&d->in, SERVICES, IO_TIMEOUT_S), "%s: %u replies", case_name,
               inbox_total(&d->in));
     for (int i = 0; i < SERVICES; i++) {
@@ -477,7 +483,7 @@ static void fair_queue_in(enum transport tr, int recv_type, int send_type)
         }
         zs_connect(s[i], ep);
     }
-    cr_assert(ms_wait_up(r, SERVICES));
+    cr_assert(ms_wait_settled(r, SERVICES));
     for (int k = 0; k < FQ_MSGS_PER_PEER; k++)
         for (int i = 0; i < SERVICES; i++) {
             char body[32];
@@ -565,7 +571,7 @@ ParameterizedTest(enum transport *tr, spec_router, ids_of_our_dealers, .timeout 
     }
     struct tmsg *m = tmsg_strs("M", NULL);
     for (int i = 0; i < SERVICES; i++) {
-        cr_assert(ms_wait_up(d[i], 1));
+        cr_assert(ms_wait_settled(d[i], 1));
         cr_assert_eq(ms_send(d[i], (unsigned)i % TEST_SHARDS, m), 0);
     }
     for (int i = 0; i < SERVICES; i++) {
@@ -607,7 +613,7 @@ ParameterizedTest(enum transport *tr, spec_pushpull, push_round_robin_out,
         pull[i] = zs_new(e.ctx, ZMQ_PULL);
         zs_connect(pull[i], ep);
     }
-    cr_assert(ms_wait_up(push, SERVICES));
+    cr_assert(ms_wait_settled(push, SERVICES));
     struct tmsg *abc = tmsg_strs("ABC", NULL), *def = tmsg_strs("DEF", NULL);
     for (int k = 0; k < SERVICES; k++)
         cr_assert_eq(ms_send(push, 0, abc), 0);
@@ -686,7 +692,7 @@ ParameterizedTest(struct order_case *oc, spec, ordering_per_peer, .timeout = SPE
     ms_bind(ms, oc->tr, ep, sizeof(ep));
     void *zs = zs_new(e.ctx, oc->theirs);
     zs_connect(zs, ep);
-    cr_assert(ms_wait_up(ms, 1));
+    cr_assert(ms_wait_settled(ms, 1));
     for (uint32_t i = 0; i < ORDER_MSGS; i++) {
         char body[32];
         snprintf(body, sizeof(body), "%u", i);
@@ -752,9 +758,10 @@ static uint32_t seq_of(const struct tmsg *m)
     return s;
 }
 
-/* Two libzmq receivers, neither reading, until our sender reports -EAGAIN. Then only the
- * second one drains: on_writable fires and the next SKIP_HWM sends all go to it (the full
- * one is skipped, never an -EAGAIN while one peer has room). Nothing is lost. */
+/* Two libzmq receivers, neither reading, until our sender reports -EAGAIN; both must have
+ * taken some (round-robin). Then only the second one drains: on_writable fires and the next
+ * SKIP_HWM sends are taken (no -EAGAIN while one peer has room) and reach it. Nothing is
+ * lost or duplicated. */
 ParameterizedTest(struct skip_case *sc, spec, round_robin_skips_full_peer,
                   .timeout = SPEC_TIMEOUT_S)
 {
@@ -773,7 +780,7 @@ ParameterizedTest(struct skip_case *sc, spec, round_robin_skips_full_peer,
         zs_setopt_int(z[i], ZMQ_RCVBUF, SKIP_RCVBUF);
         zs_connect(z[i], ep);
     }
-    cr_assert(ms_wait_up(ms, 2));
+    cr_assert(ms_wait_settled(ms, 2));
     int rc;
     unsigned n1 = ms_fill(ms, 0, NULL, SKIP_FRAME_BYTES, 0, SKIP_FILL_MAX, &rc);
     cr_assert_eq(rc, -EAGAIN, "%s: %u sends without -EAGAIN (rc %d)", case_name, n1, rc);
@@ -787,26 +794,37 @@ ParameterizedTest(struct skip_case *sc, spec, round_robin_skips_full_peer,
         got1++;
         tmsg_free(m);
     }
-    cr_assert_gt(got1, 0, "%s: the second receiver got none of %u", case_name, n1);
+    cr_assert_gt(got1, 0, "%s: the second receiver got none of %u (round-robin skipped it)",
+                 case_name, n1);
     cr_assert(test_event_wait(&ms->writable_ev, 1, IO_TIMEOUT_S), "%s: no on_writable", case_name);
     unsigned n2 = ms_fill(ms, 0, NULL, SKIP_FRAME_BYTES, n1, SKIP_HWM, &rc);
     cr_assert_eq(rc, 0, "%s: -EAGAIN while one peer had room (after %u)", case_name, n2);
-    for (unsigned k = 0; k < n2; k++) {
-        m = zs_recv(z[1], IO_TIMEOUT_MS);
+    /* Where did the new ones go? Drain the draining peer first, then the full one. */
+    unsigned new1 = 0, new0 = 0, got0 = 0;
+    while (new1 < n2 && (m = zs_recv(z[1], IO_TIMEOUT_MS / 5))) {
         uint32_t s = seq_of(m);
-        cr_assert(s >= n1 && s < n1 + n2 && !seen[s], "%s: new message %u not on the draining peer",
-                  case_name, s);
+        cr_assert(s >= n1 && s < n1 + n2 && !seen[s], "%s: draining peer got %u", case_name, s);
         seen[s] = true;
+        new1++;
         tmsg_free(m);
     }
-    unsigned got0 = 0;
     while ((m = zs_recv(z[0], QUIET_MS))) {
         uint32_t s = seq_of(m);
-        cr_assert(s < n1 && !seen[s], "%s: full peer got %u", case_name, s);
+        cr_assert(s < n1 + n2 && !seen[s], "%s: full peer got %u twice or unknown", case_name, s);
         seen[s] = true;
-        got0++;
+        if (s >= n1)
+            new0++;
+        else
+            got0++;
         tmsg_free(m);
     }
+    /* The full peer's own buffers may still have drained a little after the -EAGAIN (as
+     * with libzmq's I/O thread), so it may legitimately take some of the new ones; what
+     * must hold is that the peer with room takes them and nothing is lost. */
+    cr_assert_gt(new1, 0, "%s: none of %u sends after on_writable went to the peer with room",
+                 case_name, n2);
+    cr_assert_eq(new1 + new0, n2, "%s: %u + %u of %u new messages arrived", case_name, new1, new0,
+                 n2);
     cr_assert_eq(got0 + got1, n1, "%s: %u + %u received of %u accepted", case_name, got0, got1, n1);
     for (int i = 0; i < 2; i++)
         zmq_close(z[i]);

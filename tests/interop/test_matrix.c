@@ -879,17 +879,22 @@ ParameterizedTest(enum transport *tr, matrix, chain_reverse, .timeout = CASE_TIM
 
 struct fresh_case {
     int ours, theirs;
-    const char *their_id; /* libzmq side's ROUTING_ID, or NULL */
+    char their_id[8]; /* libzmq side's ROUTING_ID, or "" (inline: params cross into the
+                         test's own process, where pointers into rodata may not hold) */
     bool mandatory;
     enum transport tr;
 };
 
 static struct fresh_case greet_cases[] = {
-    {MCQ_ROUTER, ZMQ_ROUTER, "srv", true, TR_TCP},  {MCQ_ROUTER, ZMQ_ROUTER, "srv", true, TR_IPC},
-    {MCQ_ROUTER, ZMQ_DEALER, "dlr", false, TR_TCP}, {MCQ_ROUTER, ZMQ_DEALER, "dlr", true, TR_TCP},
-    {MCQ_ROUTER, ZMQ_DEALER, NULL, true, TR_TCP},   {MCQ_DEALER, ZMQ_ROUTER, NULL, false, TR_TCP},
-    {MCQ_PAIR, ZMQ_PAIR, NULL, false, TR_TCP},      {MCQ_PAIR, ZMQ_PAIR, NULL, false, TR_IPC},
-    {MCQ_PUSH, ZMQ_PULL, NULL, false, TR_TCP},
+    {MCQ_ROUTER, ZMQ_ROUTER, {"srv"}, true, TR_TCP},
+    {MCQ_ROUTER, ZMQ_ROUTER, {"srv"}, true, TR_IPC},
+    {MCQ_ROUTER, ZMQ_DEALER, {"dlr"}, false, TR_TCP},
+    {MCQ_ROUTER, ZMQ_DEALER, {"dlr"}, true, TR_TCP},
+    {MCQ_ROUTER, ZMQ_DEALER, {""}, true, TR_TCP},
+    {MCQ_DEALER, ZMQ_ROUTER, {""}, false, TR_TCP},
+    {MCQ_PAIR, ZMQ_PAIR, {""}, false, TR_TCP},
+    {MCQ_PAIR, ZMQ_PAIR, {""}, false, TR_IPC},
+    {MCQ_PUSH, ZMQ_PULL, {""}, false, TR_TCP},
 };
 
 ParameterizedTestParameters(matrix, greet_in_peer_up)
@@ -904,11 +909,11 @@ ParameterizedTest(struct fresh_case *fc, matrix, greet_in_peer_up, .timeout = CA
 {
     snprintf(case_name, sizeof(case_name), "greet in on_peer_up: mcq %s%s -> zmq %s id %s, %s",
              type_name(fc->ours), fc->mandatory ? " (MANDATORY)" : "", type_name(fc->theirs),
-             fc->their_id ? fc->their_id : "auto", tr_name(fc->tr));
+             fc->their_id[0] ? fc->their_id : "auto", tr_name(fc->tr));
     void *ctx = zmq_ctx_new();
     struct mcq_runtime *rt = rt_start();
     void *z = zs_new(ctx, fc->theirs);
-    if (fc->their_id)
+    if (fc->their_id[0])
         zs_setopt_str(z, ZMQ_ROUTING_ID, fc->their_id);
     char ep[TEST_ENDPOINT_MAX];
     zs_bind(z, fc->tr, ep, sizeof(ep));
@@ -935,9 +940,12 @@ ParameterizedTest(struct fresh_case *fc, matrix, greet_in_peer_up, .timeout = CA
 #define FRESH_PEERS 16
 
 static struct fresh_case reply_cases[] = {
-    {MCQ_ROUTER, ZMQ_DEALER, "id", false, TR_TCP}, {MCQ_ROUTER, ZMQ_DEALER, "id", false, TR_IPC},
-    {MCQ_ROUTER, ZMQ_DEALER, "id", true, TR_TCP},  {MCQ_ROUTER, ZMQ_DEALER, NULL, false, TR_TCP},
-    {MCQ_PAIR, ZMQ_PAIR, NULL, false, TR_TCP},     {MCQ_PAIR, ZMQ_PAIR, NULL, false, TR_IPC},
+    {MCQ_ROUTER, ZMQ_DEALER, {"id"}, false, TR_TCP},
+    {MCQ_ROUTER, ZMQ_DEALER, {"id"}, false, TR_IPC},
+    {MCQ_ROUTER, ZMQ_DEALER, {"id"}, true, TR_TCP},
+    {MCQ_ROUTER, ZMQ_DEALER, {""}, false, TR_TCP},
+    {MCQ_PAIR, ZMQ_PAIR, {""}, false, TR_TCP},
+    {MCQ_PAIR, ZMQ_PAIR, {""}, false, TR_IPC},
 };
 
 ParameterizedTestParameters(matrix, reply_in_on_msg_to_fresh_peer)
@@ -954,7 +962,7 @@ ParameterizedTest(struct fresh_case *fc, matrix, reply_in_on_msg_to_fresh_peer,
 {
     snprintf(case_name, sizeof(case_name), "reply in on_msg: mcq %s%s <- fresh zmq %s id %s, %s",
              type_name(fc->ours), fc->mandatory ? " (MANDATORY)" : "", type_name(fc->theirs),
-             fc->their_id ? "chosen" : "auto", tr_name(fc->tr));
+             fc->their_id[0] ? "chosen" : "auto", tr_name(fc->tr));
     void *ctx = zmq_ctx_new();
     struct mcq_runtime *rt = rt_start();
     struct msock *ms = ms_new(rt, fc->ours, RM_ECHO);
@@ -970,7 +978,7 @@ ParameterizedTest(struct fresh_case *fc, matrix, reply_in_on_msg_to_fresh_peer,
         void *z[FRESH_PEERS];
         for (int i = 0; i < batch; i++) {
             z[i] = zs_new(ctx, fc->theirs);
-            if (fc->their_id) {
+            if (fc->their_id[0]) {
                 char id[16];
                 snprintf(id, sizeof(id), "%s%d", fc->their_id, done + i);
                 zs_setopt_str(z[i], ZMQ_ROUTING_ID, id);

@@ -45,7 +45,8 @@ struct mcq_peer_ops {
 struct mcq_peer_cfg {
     const struct mcq_peer_ops *ops;
     struct mcq_zmtp_config zmtp; /* socket type, mechanism, identity, limits, timers */
-    struct mcq_conn_cfg conn;    /* keepalive, linger, send queue bytes */
+    struct mcq_conn_cfg conn;    /* keepalive, linger, send queue bytes (connecting peers;
+                                    listen with the same so accepted peers match) */
     unsigned sndhwm;             /* messages queued per peer; 0 = unlimited */
     uint64_t sndhwm_bytes;       /* bytes queued per peer; 0 = unlimited */
     int reconnect_ivl_ms;        /* -1 = never reconnect */
@@ -80,6 +81,13 @@ int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t
                                size_t len);
 /* Stops reconnecting and closes (FLUSH within linger, or ABORT); closed() follows. */
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how);
+
+/* Receive-side backpressure (RCVHWM): stops delivering this peer's messages at once, also
+ * the rest of the input being processed, so the sender feels TCP backpressure. Resume
+ * delivers held input first, from the loop (never inside the call). A new connection
+ * starts unpaused. */
+void mcq_peer_pause(struct mcq_peer *p);
+void mcq_peer_resume(struct mcq_peer *p);
 
 /* Inside closed(): whether the peer stays and reconnects (false: it is freed after
  * closed() returns). Calling mcq_peer_close inside closed() frees it with no further call. */

@@ -76,6 +76,7 @@ int mcq_cli_encode_frame(struct mcq_cli_buf *b, const uint8_t *p, size_t len, bo
  * thread that owns m. 0, -ENOMEM or -EIO. */
 int mcq_cli_print_msg(FILE *f, struct mcq_cli_buf *b, const struct mcq_msg *m, bool hex);
 
+/* Frees b's memory and empties it. */
 void mcq_cli_buf_free(struct mcq_cli_buf *b);
 
 /* --- lifecycle ----------------------------------------------------------------------------- */
@@ -94,6 +95,7 @@ void mcq_cli_stop_request(struct mcq_cli_stop *st);
 /* Waits up to timeout_ms (-1 forever). Returns 1 when a stop was signalled or requested,
  * 0 on timeout. */
 int mcq_cli_stop_wait(struct mcq_cli_stop *st, int timeout_ms);
+/* Closes the descriptors. After it, mcq_cli_stop_request is a harmless no-op. */
 void mcq_cli_stop_fini(struct mcq_cli_stop *st);
 
 /* Runs fn(shard, arg) on every shard of rt and waits until all have run (used at shutdown

@@ -43,6 +43,7 @@ int mcq_held_send(struct mcq_held *q, struct mcq_shard *sh, struct mcq_msg *m);
 /* Retries the held messages in order; returns how many were sent (dropped ones excluded). */
 unsigned mcq_held_drain(struct mcq_held *q, struct mcq_shard *sh);
 
+/* Messages held now. */
 static inline unsigned mcq_held_count(const struct mcq_held *q)
 {
     return q->n;

@@ -474,6 +474,11 @@ int main(int argc, char **argv)
                                                              .on_writable = cat_writable,
                                                              .on_peer_up = cat_peer_up},
                                &cat.sock);
+    if (rc == -EINVAL || rc == -ENOTSUP) {
+        fprintf(stderr, "%s: socket type %s is not supported by this build\n", cat.prog,
+                argv[optind]);
+        goto out;
+    }
     if (rc < 0) {
         fprintf(stderr, "%s: cannot create a %s socket: %s\n", cat.prog, argv[optind],
                 strerror(-rc));

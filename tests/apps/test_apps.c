@@ -591,6 +591,18 @@ Test(apps, cat_pair_both_directions)
     zmq_close(pair);
 }
 
+Test(apps, cat_sub_works_or_says_it_is_not_supported)
+{
+    struct proc *p;
+    int rc = proc_run((const char *[]){MCQ_CAT_BIN, "SUB", "--connect", "tcp://127.0.0.1:1",
+                                       "--subscribe", "topic", "--timeout-ms", "100", NULL},
+                      &p);
+    if (rc == 1)
+        cr_assert(strstr(p->errlog, "not supported"), "stderr:\n%s", p->errlog);
+    else
+        cr_assert_eq(rc, 0, "stderr:\n%s", p->errlog);
+}
+
 /* --- command lines ------------------------------------------------------------------------- */
 
 static void expect_usage_error(const char *const *argv)

@@ -1,13 +1,14 @@
 /* One ZMTP peer: a connection, a session and the message assembly and output around them.
  *
- * Output. Everything the peer writes goes through one scratch page: session bytes
- * (greeting, handshake, PONG, PING), subscriptions, frame headers, and bodies of at most
- * COPY_BODY_MAX bytes are appended to it; a bigger body goes out as its own view. Bytes
- * [sc_start, sc_used) of the scratch page are written but not yet handed to the connection.
- * A data message is handed over whole with mcq_conn_sendv (unsent scratch bytes first, then
- * its headers and bodies), so a full connection queue never splits a message and control
- * bytes can always go in front of it. Only bytes past sc_used are ever written, so slices
- * already queued on the connection are never touched.
+ * Output. All peers of a shard write into one shared scratch page (proto_shard.h): session
+ * bytes (greeting, handshake, PONG, PING), subscriptions, frame headers, and bodies of at
+ * most COPY_BODY_MAX bytes; a bigger body goes out as its own view. Whatever a peer writes
+ * it hands to its connection at once as slices of that page, so an idle peer holds no
+ * output memory. A data message goes over whole with mcq_conn_sendv (headers and bodies in
+ * one unit), so a full connection queue never splits a message; on -EAGAIN its bytes are
+ * unwritten again (nobody wrote after them). Control bytes the connection refused wait in
+ * the peer's `pend` view and go in front of everything else. Only bytes past the page's
+ * write cursor are ever written, so slices already queued on connections stay intact.
  *
  * High-water marks (libzmq-like, per peer). A message counts against SNDHWM/SNDHWM_BYTES
  * from mcq_peer_send until it is handed to the connection; then it is the connection's
@@ -37,11 +38,12 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-#define SCRATCH_BYTES 4096u    /* scratch page size: many headers and small bodies per page */
-#define COPY_BODY_MAX 256u     /* bodies up to this size are copied next to their header */
-#define RECONNECT_JITTER_DIV 4 /* jitter adds up to 1/this of the reconnect delay */
-#define RECONNECT_MIN_MS 1u    /* RECONNECT_IVL 0 still yields to the loop between tries */
+#define SCRATCH_BYTES MCQ_PAGE_SIZE /* the shard's scratch page: many headers and small bodies */
+#define COPY_BODY_MAX 256u          /* bodies up to this size are copied next to their header */
+#define RECONNECT_JITTER_DIV 4      /* jitter adds up to 1/this of the reconnect delay */
+#define RECONNECT_MIN_MS 1u         /* RECONNECT_IVL 0 still yields to the loop between tries */
 #define NS_PER_MS 1000000ull
+#define ZAP_STATUS_OK 200u /* RFC 27 status: accepted (an owner without auth accepts all) */
 
 struct mcq_peer {
     struct mcq_peer *prev, *next; /* the shard's live list */
@@ -71,14 +73,16 @@ struct mcq_peer {
     struct mcq_zmtp_config zcfg; /* cfg->zmtp with this peer's allocator */
     struct mcq_zmtp_session sess;
 
-    struct mcq_view scratch;
-    uint32_t sc_start, sc_used;
+    struct mcq_view pend; /* control bytes the connection could not take yet */
 
     struct mcq_msg *q_head, *q_tail; /* messages waiting for room on the connection */
     unsigned q_msgs;
     uint64_t q_bytes;
 
-    struct mcq_msg *rx; /* message being assembled */
+    struct mcq_msg *rx;   /* message being assembled */
+    bool paused;          /* mcq_peer_pause: no input is processed */
+    struct mcq_view held; /* input left over when the owner paused mid-view */
+    struct mcq_deferred resume_d;
     char address[MCQ_ENDPOINT_TEXT_MAX];
 };
 
@@ -105,54 +109,70 @@ static void peer_release(void *user, void *handle)
 
 /* --- output ---------------------------------------------------------------------------------- */
 
-/* Makes room for `need` more scratch bytes, carrying unsent bytes to a new page if needed. */
-static int scratch_ensure(struct mcq_peer *p, size_t need)
+/* Makes room for `need` more bytes in the shard's scratch page. */
+static int scratch_ensure(struct mcq_proto_shard *ps, size_t need)
 {
-    if (p->scratch.ref && p->scratch.len - p->sc_used >= need)
+    if (ps->scratch.ref && ps->scratch.len - ps->sc_used >= need)
         return 0;
-    uint32_t unsent = p->sc_used - p->sc_start;
-    size_t size = (size_t)unsent + need;
-    if (size < SCRATCH_BYTES)
-        size = SCRATCH_BYTES;
     struct mcq_view v;
-    int rc = mcq_page_alloc(p->ps->arena, size, &v);
-    if (rc < 0)
+    if (mcq_page_alloc(ps->arena, need > SCRATCH_BYTES ? need : SCRATCH_BYTES, &v) < 0)
         return -ENOMEM;
-    if (unsent)
-        memcpy(mcq_view_mut(&v), mcq_view_data(&p->scratch) + p->sc_start, unsent);
-    mcq_view_unref(&p->scratch);
-    p->scratch = v;
-    p->sc_start = 0;
-    p->sc_used = unsent;
+    mcq_view_unref(&ps->scratch);
+    ps->scratch = v;
+    ps->sc_used = 0;
     return 0;
 }
 
-static uint8_t *scratch_tail(struct mcq_peer *p)
+static uint8_t *scratch_tail(struct mcq_proto_shard *ps)
 {
-    return mcq_view_mut(&p->scratch) + p->sc_used;
+    return mcq_view_mut(&ps->scratch) + ps->sc_used;
 }
 
 /* An output buffer over the free scratch room, for the session. */
 static int session_out(struct mcq_peer *p, struct mcq_zmtp_out *out)
 {
-    int rc = scratch_ensure(p, mcq_zmtp_session_out_reserve(&p->sess));
+    struct mcq_proto_shard *ps = p->ps;
+    int rc = scratch_ensure(ps, mcq_zmtp_session_out_reserve(&p->sess));
     if (rc < 0)
         return rc;
-    *out = (struct mcq_zmtp_out){scratch_tail(p), 0, p->scratch.len - p->sc_used};
+    *out = (struct mcq_zmtp_out){scratch_tail(ps), 0, ps->scratch.len - ps->sc_used};
     return 0;
 }
 
-/* Hands the unsent scratch bytes to the connection; on -EAGAIN they wait for on_writable. */
+/* Hands the pending control bytes to the connection; on -EAGAIN they wait for on_writable. */
 static void flush_ctl(struct mcq_peer *p)
 {
-    if (p->sc_used == p->sc_start || !p->conn || p->conn_ending || !p->opened)
+    if (!p->pend.ref || !p->conn || p->conn_ending || !p->opened)
         return;
+    mcq_conn_send(p->conn, &p->pend);
+}
+
+/* The peer just wrote n scratch bytes (ending at the write cursor): queue them behind any
+ * pending ones and try to send. 0 or -ENOMEM. */
+static int emit_ctl(struct mcq_peer *p, size_t n)
+{
+    struct mcq_proto_shard *ps = p->ps;
+    if (n == 0)
+        return 0;
+    ps->sc_used += (uint32_t)n;
     struct mcq_view v;
-    mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &v);
-    if (mcq_conn_send(p->conn, &v) == 0)
-        p->sc_start = p->sc_used;
-    else
+    mcq_view_slice(&ps->scratch, ps->sc_used - n, n, &v);
+    if (p->pend.ref) {
+        /* Rare: the connection is backed up. Keep the pending bytes in one view. */
+        struct mcq_view both;
+        if (mcq_page_alloc(ps->arena, (size_t)p->pend.len + n, &both) < 0) {
+            mcq_view_unref(&v);
+            return -ENOMEM;
+        }
+        memcpy(mcq_view_mut(&both), mcq_view_data(&p->pend), p->pend.len);
+        memcpy(mcq_view_mut(&both) + p->pend.len, mcq_view_data(&v), n);
         mcq_view_unref(&v);
+        mcq_view_unref(&p->pend);
+        v = both;
+    }
+    p->pend = v;
+    flush_ctl(p);
+    return 0;
 }
 
 /* Room for n views in the shard's batch array. */
@@ -172,45 +192,51 @@ static struct mcq_view *batch_get(struct mcq_proto_shard *ps, size_t n)
     return b;
 }
 
-/* Hands the whole of m (with any unsent scratch bytes in front) to the connection in one
- * unit. Borrows m. 0, -EAGAIN (nothing changed), -ENOMEM, or the connection's error. */
+/* Hands the whole of m (pending control bytes in front) to the connection in one unit.
+ * Borrows m. 0, -EAGAIN (nothing changed), -ENOTSUP, -ENOMEM, or the connection's error. */
 static int push_msg(struct mcq_peer *p, const struct mcq_msg *m)
 {
+    if (mcq_zmtp_session_wraps(&p->sess))
+        return -ENOTSUP; /* encrypting mechanisms (CURVE) are not wired to the peer yet */
+    struct mcq_proto_shard *ps = p->ps;
     size_t need = 0;
     for (uint32_t i = 0; i < m->n; i++)
         need += MCQ_ZMTP_HEADER_MAX + (m->f[i].len <= COPY_BODY_MAX ? m->f[i].len : 0);
-    if (scratch_ensure(p, need) < 0)
+    if (scratch_ensure(ps, need) < 0)
         return -ENOMEM;
-    struct mcq_view *b = batch_get(p->ps, 2 * (size_t)m->n + 1);
+    struct mcq_view *b = batch_get(ps, 2 * (size_t)m->n + 2);
     if (!b)
         return -ENOMEM;
-    uint32_t start = p->sc_start, used = p->sc_used;
-    unsigned nb = 0;
+    unsigned nb = 0, first = 0;
+    if (p->pend.ref) {
+        b[nb++] = p->pend;
+        first = 1;
+    }
+    uint32_t mark = ps->sc_used, start = mark;
     for (uint32_t i = 0; i < m->n; i++) {
         const struct mcq_view *f = &m->f[i];
         uint8_t flags = i + 1 < m->n ? MCQ_ZMTP_FLAG_MORE : 0;
-        p->sc_used += (uint32_t)mcq_zmtp_frame_header(scratch_tail(p), flags, f->len);
+        ps->sc_used += (uint32_t)mcq_zmtp_frame_header(scratch_tail(ps), flags, f->len);
         if (f->len <= COPY_BODY_MAX) {
             if (f->len)
-                memcpy(scratch_tail(p), mcq_view_data(f), f->len);
-            p->sc_used += f->len;
+                memcpy(scratch_tail(ps), mcq_view_data(f), f->len);
+            ps->sc_used += f->len;
             continue;
         }
-        mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &b[nb++]);
-        p->sc_start = p->sc_used;
+        mcq_view_slice(&ps->scratch, start, ps->sc_used - start, &b[nb++]);
+        start = ps->sc_used;
         b[nb++] = mcq_view_ref(f);
     }
-    if (p->sc_used > p->sc_start)
-        mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &b[nb++]);
+    if (ps->sc_used > start)
+        mcq_view_slice(&ps->scratch, start, ps->sc_used - start, &b[nb++]);
     int rc = mcq_conn_sendv(p->conn, b, nb);
     if (rc == 0) {
-        p->sc_start = p->sc_used;
+        p->pend = (struct mcq_view){0};
         return 0;
     }
-    for (unsigned i = 0; i < nb; i++)
+    for (unsigned i = first; i < nb; i++)
         mcq_view_unref(&b[i]);
-    p->sc_start = start;
-    p->sc_used = used;
+    ps->sc_used = mark;
     return rc;
 }
 
@@ -260,8 +286,7 @@ static void drain(struct mcq_peer *p)
     }
 }
 
-/* --- connection lifecycle ----------------------------------------------------------------------
- */
+/* --- connection lifecycle ------------------------------------------------------------------ */
 
 static void arm_timer(struct mcq_peer *p)
 {
@@ -287,9 +312,9 @@ static void fail(struct mcq_peer *p, int rc)
     if (rc == -ECONNREFUSED)
         p->refused = true;
     p->fail_reason = rc;
-    p->conn_ending = true;
     /* A refused authentication still owes the client its ERROR command. */
     flush_ctl(p);
+    p->conn_ending = true;
     mcq_conn_close(p->conn, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
 }
 
@@ -306,16 +331,18 @@ static int session_start(struct mcq_peer *p)
     }
     memset(&p->sess, 0, sizeof(p->sess));
     p->opened = true;
-    int rc = scratch_ensure(p, MCQ_ZMTP_GREETING_LEN);
+    struct mcq_proto_shard *ps = p->ps;
+    int rc = scratch_ensure(ps, MCQ_ZMTP_GREETING_LEN);
     if (rc < 0)
         return rc;
-    struct mcq_zmtp_out out = {scratch_tail(p), 0, p->scratch.len - p->sc_used};
+    struct mcq_zmtp_out out = {scratch_tail(ps), 0, ps->scratch.len - ps->sc_used};
     rc = mcq_zmtp_session_init(&p->sess, &p->zcfg, mcq_shard_now_ns(p->sh), &out);
     if (rc < 0)
         return rc;
     mcq_zmtp_session_set_peer_address(&p->sess, p->address);
-    p->sc_used += (uint32_t)out.len;
-    flush_ctl(p);
+    rc = emit_ctl(p, out.len);
+    if (rc < 0)
+        return rc;
     arm_timer(p);
     return 0;
 }
@@ -327,9 +354,11 @@ static void conn_state_reset(struct mcq_peer *p)
     mcq_msg_free(p->rx);
     p->rx = NULL;
     queue_free(p);
-    mcq_view_unref(&p->scratch);
-    p->sc_start = p->sc_used = 0;
+    mcq_view_unref(&p->pend);
     mcq_timer_stop(p->sh, &p->timer);
+    mcq_view_unref(&p->held);
+    mcq_shard_undefer(p->sh, &p->resume_d);
+    p->paused = false;
     p->conn = NULL;
     p->ready = false;
     p->opened = false;
@@ -342,6 +371,7 @@ static void peer_free(struct mcq_peer *p)
     struct mcq_proto_shard *ps = p->ps;
     mcq_timer_stop(p->sh, &p->timer);
     mcq_shard_undefer(p->sh, &p->notify);
+    mcq_shard_undefer(p->sh, &p->resume_d);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -421,12 +451,14 @@ static void on_auth(struct mcq_peer *p, const struct mcq_zmtp_event *ev)
         .password = a->n_credentials > 1 ? a->credentials[1] : NULL,
         .password_len = a->n_credentials > 1 ? a->credentials_len[1] : 0,
     };
-    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : 200;
+    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : ZAP_STATUS_OK;
     struct mcq_zmtp_out out;
     int rc = session_out(p, &out);
     if (rc == 0) {
         rc = mcq_zmtp_session_auth_reply(&p->sess, status, &out);
-        p->sc_used += (uint32_t)out.len;
+        int erc = emit_ctl(p, out.len);
+        if (rc == 0)
+            rc = erc;
     }
     if (rc < 0)
         fail(p, rc);
@@ -475,12 +507,10 @@ static void on_ready(struct mcq_peer *p)
     }
 }
 
-static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *in)
+/* Feeds received bytes to the session and acts on its events, until they run out, the
+ * connection ends or the owner pauses (then the rest is held for mcq_peer_resume). */
+static void process_input(struct mcq_peer *p, const struct mcq_view *in)
 {
-    (void)c;
-    struct mcq_peer *p = user;
-    if (!p || p->conn_ending)
-        return;
     const uint8_t *data = mcq_view_data(in);
     size_t len = mcq_view_len(in), off = 0;
     uint64_t now = mcq_shard_now_ns(p->sh);
@@ -494,21 +524,16 @@ static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *
         size_t used;
         struct mcq_zmtp_event ev;
         rc = mcq_zmtp_session_next(&p->sess, data + off, len - off, now, &out, &used, &ev);
-        p->sc_used += (uint32_t)out.len;
         off += used;
+        if (emit_ctl(p, out.len) < 0)
+            rc = -ENOMEM;
         if (rc == MCQ_ZMTP_EV_NONE) {
             if (off == len || used == 0)
                 break;
             continue;
         }
-        if (rc == -ENOBUFS) {
-            /* session_out reserved what the session asks; a bigger need means a new page. */
-            if (scratch_ensure(p, p->scratch.len + 1) < 0) {
-                fail(p, -ENOMEM);
-                break;
-            }
-            continue;
-        }
+        /* -ENOBUFS cannot happen (session_out keeps the reserve the session asks for) and
+         * would end the connection like any other failure. */
         if (rc < 0) {
             fail(p, rc);
             break;
@@ -531,10 +556,40 @@ static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *
         default: /* PING (PONG already queued), PONG: traffic is all they mean here */
             break;
         }
+        if (p->paused && !p->conn_ending) {
+            if (off < len)
+                mcq_view_slice(in, off, len - off, &p->held);
+            break;
+        }
     }
     flush_ctl(p);
     if (p->conn && !p->conn_ending)
         arm_timer(p);
+}
+
+static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *in)
+{
+    (void)c;
+    struct mcq_peer *p = user;
+    if (p && !p->conn_ending)
+        process_input(p, in);
+}
+
+/* mcq_peer_resume's work, from the loop: held input first, then the connection's. */
+static void peer_resume_run(struct mcq_shard *sh, struct mcq_deferred *d)
+{
+    (void)sh;
+    struct mcq_peer *p = container_of(d, struct mcq_peer, resume_d);
+    if (p->paused || !p->conn || p->conn_ending)
+        return;
+    if (p->held.ref) {
+        struct mcq_view h = p->held;
+        p->held = (struct mcq_view){0};
+        process_input(p, &h);
+        mcq_view_unref(&h);
+    }
+    if (!p->paused && p->conn && !p->conn_ending)
+        mcq_conn_resume(p->conn);
 }
 
 static void peer_on_writable(struct mcq_conn *c, void *user)
@@ -595,8 +650,7 @@ const struct mcq_conn_handler mcq_peer_listener_handler = {
     .on_close = peer_on_close,
 };
 
-/* --- timers and deferred notices ----------------------------------------------------------------
- */
+/* --- timers and deferred notices -------------------------------------------------------------- */
 
 static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
 {
@@ -620,7 +674,8 @@ static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
     int rc = session_out(p, &out);
     if (rc == 0) {
         rc = mcq_zmtp_session_tick(&p->sess, mcq_shard_now_ns(sh), &out);
-        p->sc_used += (uint32_t)out.len;
+        if (emit_ctl(p, out.len) < 0)
+            rc = -ENOMEM;
     }
     if (rc < 0 && rc != -ENOBUFS) {
         fail(p, rc);
@@ -654,8 +709,7 @@ static void peers_stop(struct mcq_proto_shard *ps)
     }
 }
 
-/* --- creation ----------------------------------------------------------------------------------
- */
+/* --- creation --------------------------------------------------------------------------------- */
 
 static struct mcq_peer *peer_new(struct mcq_shard *sh, const struct mcq_peer_cfg *cfg, void *owner)
 {
@@ -680,6 +734,7 @@ static struct mcq_peer *peer_new(struct mcq_shard *sh, const struct mcq_peer_cfg
     p->zcfg.allocator = (struct mcq_zmtp_allocator){peer_alloc, peer_release, p};
     mcq_timer_init(&p->timer, peer_timer, p);
     p->notify.run = peer_notify;
+    p->resume_d.run = peer_resume_run;
     p->backoff_ms = cfg->reconnect_ivl_ms > 0 ? (uint32_t)cfg->reconnect_ivl_ms : 0;
     p->rng = ((uintptr_t)p ^ mcq_shard_now_ns(sh)) | 1;
     p->next = ps->live;
@@ -739,8 +794,7 @@ int mcq_peer_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
     return 0;
 }
 
-/* --- sending and the rest ------------------------------------------------------------------------
- */
+/* --- sending and the rest --------------------------------------------------------------------- */
 
 bool mcq_peer_writable(const struct mcq_peer *p)
 {
@@ -775,6 +829,8 @@ int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m)
     p->q_tail = m;
     p->q_msgs++;
     p->q_bytes += m->size;
+    if (!below(p->q_msgs, p->cfg->sndhwm) || !below(p->q_bytes, p->cfg->sndhwm_bytes))
+        p->want_writable = true;
     return 0;
 }
 
@@ -782,17 +838,14 @@ int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t
 {
     if (!p->ready || !p->conn || p->conn_ending)
         return -ENOTCONN;
-    if (scratch_ensure(p, MCQ_ZMTP_SUB_HEADER_MAX + len) < 0)
+    struct mcq_proto_shard *ps = p->ps;
+    if (scratch_ensure(ps, MCQ_ZMTP_SUB_HEADER_MAX + len) < 0)
         return -ENOMEM;
-    uint8_t hdr[MCQ_ZMTP_SUB_HEADER_MAX];
-    size_t hl = mcq_zmtp_session_subscription_header(&p->sess, hdr, subscribe, len);
-    memcpy(scratch_tail(p), hdr, hl);
-    p->sc_used += (uint32_t)hl;
+    uint8_t *w = scratch_tail(ps);
+    size_t hl = mcq_zmtp_session_subscription_header(&p->sess, w, subscribe, len);
     if (len)
-        memcpy(scratch_tail(p), topic, len);
-    p->sc_used += (uint32_t)len;
-    flush_ctl(p);
-    return 0;
+        memcpy(w + hl, topic, len);
+    return emit_ctl(p, hl + len);
 }
 
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
@@ -803,9 +856,9 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
     }
     p->closing = true;
     if (p->conn) {
-        p->conn_ending = true;
         if (how == MCQ_CLOSE_FLUSH)
             flush_ctl(p);
+        p->conn_ending = true;
         mcq_conn_close(p->conn, how);
         return;
     }
@@ -814,6 +867,23 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
         p->closed_pending = true;
         mcq_shard_defer(p->sh, &p->notify);
     }
+}
+
+void mcq_peer_pause(struct mcq_peer *p)
+{
+    p->paused = true;
+    mcq_shard_undefer(p->sh, &p->resume_d);
+    if (p->conn && !p->conn_ending)
+        mcq_conn_pause(p->conn);
+}
+
+void mcq_peer_resume(struct mcq_peer *p)
+{
+    if (!p->paused)
+        return;
+    p->paused = false;
+    if (p->conn && !p->conn_ending)
+        mcq_shard_defer(p->sh, &p->resume_d);
 }
 
 bool mcq_peer_reconnecting(const struct mcq_peer *p)

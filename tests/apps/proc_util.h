@@ -23,7 +23,7 @@
 /* Bound on any single wait for a child, in ms. */
 #define PROC_WAIT_MS 10000
 #define PROC_BUF 65536
-#define PROC_MAX_CHILDREN 8
+#define PROC_MAX_CHILDREN 32
 #define PROC_MAX_ENDPOINTS 4
 #define PROC_EP_LEN 256
 
@@ -60,6 +60,7 @@ static inline long proc_now_ms(void)
 /* Starts argv[0] with argv (NULL-terminated). Fails the test when it cannot. */
 static inline struct proc *proc_spawn(const char *const *argv)
 {
+    cr_assert(proc_nchildren < PROC_MAX_CHILDREN);
     int in[2], out[2], err[2];
     cr_assert(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0 &&
               pipe2(err, O_CLOEXEC) == 0);
@@ -77,7 +78,7 @@ static inline struct proc *proc_spawn(const char *const *argv)
         _exit(127);
     }
     struct proc *p = calloc(1, sizeof(*p));
-    cr_assert(p && proc_nchildren < PROC_MAX_CHILDREN);
+    cr_assert(p);
     proc_children[proc_nchildren++] = p;
     p->pid = pid;
     p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);

@@ -217,6 +217,42 @@ Test(apps, echo_disconnects_only_the_peer_over_max_msg_size)
     cr_assert_eq(proc_signal_and_wait(echo, SIGINT), 0, "stderr:\n%s", echo->errlog);
 }
 
+#define SLOW_READER_MSGS 20000
+#define SLOW_READER_BODY 1024
+
+/* Body i: its number, then filler. */
+static void slow_body(char *body, int i)
+{
+    memset(body, 'b', SLOW_READER_BODY);
+    body[snprintf(body, SLOW_READER_BODY, "n%d", i)] = '.';
+}
+
+Test(apps, echo_holds_replies_for_a_slow_reader_in_order)
+{
+    struct proc *echo = start_app(
+        (const char *[]){MCQ_ECHO_BIN, "--bind", "tcp://127.0.0.1:0", "--shards", "2", NULL});
+    /* A small receive buffer and HWM on the client, and 20 MB of replies it does not read
+     * yet: the echo's queue for it passes its send HWM (1000) and replies must wait. */
+    void *d = zsock(ZMQ_DEALER);
+    int small = 4096, hwm = 10;
+    zmq_setsockopt(d, ZMQ_RCVBUF, &small, sizeof(small));
+    zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    cr_assert(zmq_connect(d, echo->endpoints[0]) == 0);
+    static char body[SLOW_READER_BODY];
+    for (int i = 0; i < SLOW_READER_MSGS; i++) {
+        slow_body(body, i);
+        cr_assert(zmq_send(d, body, sizeof(body), 0) == sizeof(body));
+    }
+    for (int i = 0; i < SLOW_READER_MSGS; i++) {
+        static char got[SLOW_READER_BODY + 1];
+        slow_body(body, i);
+        cr_assert(zmq_recv(d, got, sizeof(got), 0) == sizeof(body), "reply %d missing", i);
+        cr_assert(memcmp(got, body, sizeof(body)) == 0, "reply %d out of order", i);
+    }
+    zmq_close(d);
+    cr_assert_eq(proc_signal_and_wait(echo, SIGTERM), 0, "stderr:\n%s", echo->errlog);
+}
+
 Test(apps, echo_binds_several_endpoints_tcp_and_ipc)
 {
     char ipc[128];
@@ -419,6 +455,9 @@ Test(apps, cat_push_to_libzmq_pull_sends_everything_then_exits)
         char want[32];
         snprintf(want, sizeof(want), "line %d", i);
         struct parts p;
+        cr_assert(
+            zmq_poll(&(zmq_pollitem_t){.socket = pull, .events = ZMQ_POLLIN}, 1, ZMQ_WAIT_MS) == 1,
+            "line %d never arrived; stderr:\n%s", i, cat->errlog);
         zrecv_parts(pull, &p);
         expect_strs(&p, 1, (const char *[]){want});
     }

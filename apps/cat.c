@@ -16,6 +16,7 @@
 
 #include "apps/cli.h"
 #include "apps/held.h"
+#include "runtime/log.h"
 
 static const char usage[] =
     "usage: mcq-cat TYPE (--bind EP | --connect EP)... [--subscribe PREFIX]...\n"
@@ -68,7 +69,7 @@ struct cat {
     uint64_t lines_seen;
     struct mcq_held held;
     bool eof, awaiting_reply, reply_owed, closing;
-    uint64_t received;
+    uint64_t received, sent; /* messages printed / taken by the socket */
     struct mcq_cli_buf out;
 
     /* Reader <-> shard flow control. */
@@ -151,6 +152,8 @@ static bool send_next_line(struct mcq_shard *sh)
         return true;
     }
     int rc = mcq_held_send(&cat.held, sh, m);
+    if (rc == 1)
+        cat.sent++;
     if (rc < 0)
         fprintf(stderr, "%s: line dropped: %s\n", cat.prog, strerror(-rc));
     else if (cat.type == MCQ_REQ)
@@ -251,7 +254,7 @@ static void cat_writable(struct mcq_shard *sh, struct mcq_socket *s, void *user)
     (void)user;
     if (cat.closing)
         return;
-    mcq_held_drain(&cat.held, sh);
+    cat.sent += mcq_held_drain(&cat.held, sh);
     progress(sh);
 }
 
@@ -268,6 +271,9 @@ static void quiesce_task(struct mcq_shard *sh, void *arg)
     (void)sh;
     (void)arg;
     cat.closing = true;
+    mcq_log_info("%s: %llu message(s) sent, %llu received, %u held dropped at exit", cat.prog,
+                 (unsigned long long)cat.sent, (unsigned long long)cat.received,
+                 mcq_held_count(&cat.held));
     mcq_held_clear(&cat.held);
     while (cat.head) {
         struct line *l = cat.head;

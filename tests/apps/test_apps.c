@@ -455,9 +455,11 @@ Test(apps, cat_push_to_libzmq_pull_sends_everything_then_exits)
         char want[32];
         snprintf(want, sizeof(want), "line %d", i);
         struct parts p;
-        cr_assert(
-            zmq_poll(&(zmq_pollitem_t){.socket = pull, .events = ZMQ_POLLIN}, 1, ZMQ_WAIT_MS) == 1,
-            "line %d never arrived; stderr:\n%s", i, cat->errlog);
+        zmq_pollitem_t item = {.socket = pull, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, ZMQ_WAIT_MS) != 1) {
+            int rc = proc_wait_exit(cat, PROC_WAIT_MS);
+            cr_assert_fail("line %d never arrived; exit %d, stderr:\n%s", i, rc, cat->errlog);
+        }
         zrecv_parts(pull, &p);
         expect_strs(&p, 1, (const char *[]){want});
     }

@@ -63,6 +63,7 @@ struct mcq_peer {
     bool reconnect;      /* what mcq_peer_reconnecting answers */
     bool refused;        /* the peer sent ERROR: never reconnect (libzmq) */
     bool want_writable;  /* a send returned -EAGAIN */
+    bool lingering;      /* FLUSH close waiting for the queue to reach the connection */
     int fail_reason;     /* our reason for ending the connection, reported over conn's */
 
     struct mcq_timer timer;
@@ -290,6 +291,8 @@ static void drain(struct mcq_peer *p)
 
 static void arm_timer(struct mcq_peer *p)
 {
+    if (p->lingering)
+        return;
     uint64_t d = mcq_zmtp_session_deadline(&p->sess);
     if (d == UINT64_MAX) {
         mcq_timer_stop(p->sh, &p->timer);
@@ -299,6 +302,16 @@ static void arm_timer(struct mcq_peer *p)
         return;
     uint64_t now = mcq_shard_now_ns(p->sh);
     mcq_timer_start(p->sh, &p->timer, d > now ? d - now : 0, 0);
+}
+
+/* Closes the current connection on our side (once; a later ABORT still upgrades a FLUSH). */
+static void end_conn(struct mcq_peer *p, enum mcq_close_how how)
+{
+    if (how == MCQ_CLOSE_FLUSH && !p->conn_ending)
+        flush_ctl(p);
+    p->conn_ending = true;
+    p->lingering = false;
+    mcq_conn_close(p->conn, how);
 }
 
 /* Ends the current connection because of rc (logged once), dropping queued output. */
@@ -313,9 +326,7 @@ static void fail(struct mcq_peer *p, int rc)
         p->refused = true;
     p->fail_reason = rc;
     /* A refused authentication still owes the client its ERROR command. */
-    flush_ctl(p);
-    p->conn_ending = true;
-    mcq_conn_close(p->conn, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
+    end_conn(p, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
 }
 
 /* Starts the session on a connection that just opened. */
@@ -363,6 +374,7 @@ static void conn_state_reset(struct mcq_peer *p)
     p->ready = false;
     p->opened = false;
     p->conn_ending = false;
+    p->lingering = false;
     p->fail_reason = 0;
 }
 
@@ -409,6 +421,11 @@ static void conn_gone(struct mcq_peer *p, int reason)
     bool report = p->opened;
     if (p->fail_reason)
         reason = p->fail_reason;
+    else if (p->opened && !p->ready && reason != -ECANCELED && !p->closing)
+        /* Hanging up mid-handshake (a truncated greeting, a scanner) is a failed peer too. */
+        mcq_log_warn("peer %s: connection ended during the handshake (%s)",
+                     p->address[0] ? p->address : "?",
+                     reason ? strerror(-reason) : "end of stream");
     conn_state_reset(p);
     p->reconnect = will_reconnect(p);
     if (report || !p->reconnect) {
@@ -571,7 +588,7 @@ static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *
 {
     (void)c;
     struct mcq_peer *p = user;
-    if (p && !p->conn_ending)
+    if (p && !p->conn_ending && !p->closing)
         process_input(p, in);
 }
 
@@ -600,7 +617,11 @@ static void peer_on_writable(struct mcq_conn *c, void *user)
         return;
     flush_ctl(p);
     drain(p);
-    if (p->want_writable && !p->conn_ending && at_low_water(p)) {
+    if (p->lingering && !p->q_head && !p->conn_ending) {
+        end_conn(p, MCQ_CLOSE_FLUSH);
+        return;
+    }
+    if (p->want_writable && !p->conn_ending && !p->closing && at_low_water(p)) {
         p->want_writable = false;
         if (p->cfg->ops->writable)
             p->cfg->ops->writable(p);
@@ -666,6 +687,12 @@ static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
         }
         mcq_log_warn("peer %s: connect failed: %s; retrying", p->endpoint, strerror(-rc));
         mcq_timer_start(sh, &p->timer, (uint64_t)reconnect_delay(p) * NS_PER_MS, 0);
+        return;
+    }
+    if (p->lingering) {
+        mcq_log_warn("peer %s: linger time over with %u messages unsent; dropping them", p->address,
+                     p->q_msgs);
+        end_conn(p, MCQ_CLOSE_ABORT);
         return;
     }
     if (p->conn_ending || !p->opened)
@@ -854,12 +881,23 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
         p->closing = true;
         return;
     }
+    if (p->lingering && how == MCQ_CLOSE_FLUSH)
+        return;
     p->closing = true;
     if (p->conn) {
-        if (how == MCQ_CLOSE_FLUSH)
+        if (how == MCQ_CLOSE_FLUSH && p->ready && !p->conn_ending) {
             flush_ctl(p);
-        p->conn_ending = true;
-        mcq_conn_close(p->conn, how);
+            drain(p);
+            if (p->q_head && !p->conn_ending) {
+                /* The rest goes to the connection as it drains, within the linger time. */
+                unsigned ms =
+                    p->cfg->conn.linger_ms ? p->cfg->conn.linger_ms : MCQ_CONN_LINGER_MS_DEFAULT;
+                p->lingering = true;
+                mcq_timer_start(p->sh, &p->timer, (uint64_t)ms * NS_PER_MS, 0);
+                return;
+            }
+        }
+        end_conn(p, how);
         return;
     }
     if (!p->closed_pending) {

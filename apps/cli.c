@@ -13,6 +13,8 @@
 
 /* Room for MCQ_LAST_ENDPOINT: a path-length ipc:// endpoint. */
 #define CLI_ENDPOINT_MAX 256
+/* First size of an output line buffer, in bytes; it doubles as needed. */
+#define CLI_BUF_INITIAL 256
 /* How long shutdown waits for every shard to run its cleanup task, in ms. */
 #define CLI_SHARD_TASK_WAIT_MS 5000
 
@@ -163,7 +165,7 @@ static int buf_reserve(struct mcq_cli_buf *b, size_t more)
 {
     if (b->cap - b->len >= more)
         return 0;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : CLI_BUF_INITIAL;
     while (cap - b->len < more)
         cap *= 2;
     char *p = realloc(b->data, cap);

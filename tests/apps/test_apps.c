@@ -355,7 +355,7 @@ Test(apps, broker_routes_every_reply_to_its_client_and_spreads_over_workers)
     cr_assert_eq(proc_signal_and_wait(broker, SIGTERM), 0, "stderr:\n%s", broker->errlog);
 }
 
-Test(apps, broker_holds_requests_until_a_worker_connects)
+Test(apps, broker_holds_requests_until_a_worker_connects_and_serves_dealers)
 {
     struct proc *broker = start_app((const char *[]){
         MCQ_BROKER_BIN, "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0", NULL});
@@ -368,6 +368,15 @@ Test(apps, broker_holds_requests_until_a_worker_connects)
     zsend_strs(worker, 1, (const char *[]){"worm"});
     zrecv_parts(client, &p);
     expect_strs(&p, 1, (const char *[]){"worm"});
+    /* A DEALER client speaking the REQ envelope itself gets the same service. */
+    void *dealer = zconnect(ZMQ_DEALER, broker->endpoints[0]);
+    zsend_strs(dealer, 2, (const char *[]){"", "from dealer"});
+    zrecv_parts(worker, &p);
+    expect_strs(&p, 1, (const char *[]){"from dealer"});
+    zsend_strs(worker, 1, (const char *[]){"to dealer"});
+    zrecv_parts(dealer, &p);
+    expect_strs(&p, 2, (const char *[]){"", "to dealer"});
+    zmq_close(dealer);
     zmq_close(client);
     zmq_close(worker);
     cr_assert_eq(proc_signal_and_wait(broker, SIGINT), 0, "stderr:\n%s", broker->errlog);
@@ -400,6 +409,25 @@ Test(apps, cat_req_against_libzmq_rep)
     zsend_strs(rep, 2, (const char *[]){"two", "frames"});
     expect_line(cat, "two\tframes");
     /* stdin is done and the last reply printed. */
+    cr_assert_eq(proc_wait_exit(cat, PROC_WAIT_MS), 0, "stderr:\n%s", cat->errlog);
+    zmq_close(rep);
+}
+
+Test(apps, cat_req_waits_for_a_server_that_starts_later)
+{
+    /* A free port: bind, note it, close. The cat connects there before anyone listens. */
+    char ep[256];
+    zmq_close(zbind(ZMQ_REP, ep, sizeof(ep)));
+    struct proc *cat = start_app((const char *[]){MCQ_CAT_BIN, "REQ", "--connect", ep, NULL});
+    proc_write(cat, "anyone?\n");
+    proc_close_stdin(cat);
+    void *rep = zsock(ZMQ_REP);
+    cr_assert(zmq_bind(rep, ep) == 0, "rebind %s: %s", ep, zmq_strerror(zmq_errno()));
+    struct parts p;
+    zrecv_parts(rep, &p);
+    expect_strs(&p, 1, (const char *[]){"anyone?"});
+    zsend_strs(rep, 1, (const char *[]){"here"});
+    expect_line(cat, "here");
     cr_assert_eq(proc_wait_exit(cat, PROC_WAIT_MS), 0, "stderr:\n%s", cat->errlog);
     zmq_close(rep);
 }

@@ -24,11 +24,17 @@ enum mcq_held_flags {
     MCQ_HELD_WAIT_PEER = 2, /* hold on -EHOSTUNREACH too (the peer may still connect) */
 };
 
+/* A peer (routing id) with held messages, so a routed send checks the few peers that wait
+ * rather than every held message. */
+struct mcq_held_route;
+
 struct mcq_held {
     struct mcq_socket *sock;
     unsigned flags;
     struct mcq_msg **msgs;
     unsigned n, cap;
+    struct mcq_held_route *routes; /* MCQ_HELD_ROUTED: peers with held messages */
+    unsigned nroutes, routes_cap;
     uint64_t dropped;
 };
 

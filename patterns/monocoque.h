@@ -110,7 +110,10 @@ struct mcq_socket_handlers {
     void (*on_msg)(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m, void *user);
     /* After a send on this shard returned -EAGAIN, room came back. */
     void (*on_writable)(struct mcq_shard *sh, struct mcq_socket *s, void *user);
-    /* A peer finished its handshake / went away (reason 0 or -errno). */
+    /* A peer is up: handshake done and, from this shard, it can be sent to at once (ROUTER:
+     * by the routing id given here, reported once that id is the peer's; a peer ignored for
+     * a duplicate id or refused by PAIR is not reported). Other shards learn of it a moment
+     * later. on_peer_down (reason 0 or -errno) follows only a peer reported up. */
     void (*on_peer_up)(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
                        void *user);
     void (*on_peer_down)(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,

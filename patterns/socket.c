@@ -309,6 +309,8 @@ static void task_down(struct mcq_shard *sh, void *arg)
 
 /* --- routing-id claims (arbiter) ------------------------------------------------------------- */
 
+static void announce_up(struct mcq_pstate *ps);
+
 static void task_bind(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
@@ -321,15 +323,17 @@ static void task_bind(struct mcq_shard *sh, void *arg)
     else if (pt->s->type == MCQ_PAIR)
         mcq_part_fire_writable(pt);
     xctl_put(c);
-    if (ps && ps->claim_pending) {
-        ps->claim_pending = false;
-        struct mcq_held *h;
-        while (ps->up && !pt->closing && (h = mcq_heldq_pop(&ps->inq))) {
-            mcq_route_input(ps, h->m);
-            free(h);
-        }
-        mcq_heldq_free(&ps->inq);
+    if (!ps)
+        return;
+    ps->claim_pending = false;
+    /* The id is the peer's here now: only from this point can the user reach it by it. */
+    announce_up(ps);
+    struct mcq_held *h;
+    while (ps->up && !pt->closing && (h = mcq_heldq_pop(&ps->inq))) {
+        mcq_route_input(ps, h->m);
+        free(h);
     }
+    mcq_heldq_free(&ps->inq);
 }
 
 static void task_unbind(struct mcq_shard *sh, void *arg)
@@ -802,6 +806,25 @@ static int slot_take(struct mcq_part *pt, uint32_t *slot)
     return 0;
 }
 
+/* Tells the user a peer is up once it can be sent to from its shard: at once, or for a
+ * claimed id (ROUTER's chosen one, PAIR's single peer) when the arbiter bound it to this
+ * peer, so a send from on_peer_up routes (libzmq attaches the pipe before telling). */
+static void announce_up(struct mcq_pstate *ps)
+{
+    struct mcq_part *pt = ps->pt;
+    struct mcq_socket *s = pt->s;
+    if (ps->announced || !ps->up || pt->closing)
+        return;
+    ps->announced = true;
+    if (!s->h.on_peer_up)
+        return;
+    struct mcq_peer_info info;
+    mcq_peer_info(ps->peer, &info);
+    info.routing_id = ps->id;
+    info.routing_id_len = ps->id_len;
+    s->h.on_peer_up(pt->sh, s, &info, s->h.user);
+}
+
 static void peer_ready(struct mcq_peer *p)
 {
     struct mcq_pstate *ps = mcq_peer_get_data(p);
@@ -854,12 +877,9 @@ static void peer_ready(struct mcq_peer *p)
     if (claims_id(ps)) {
         ps->claim_pending = true;
         send_claim(ps, task_claim);
+        return;
     }
-    if (s->h.on_peer_up) {
-        info.routing_id = ps->id;
-        info.routing_id_len = ps->id_len;
-        s->h.on_peer_up(pt->sh, s, &info, s->h.user);
-    }
+    announce_up(ps);
 }
 
 static void peer_gone(struct mcq_pstate *ps, int reason)
@@ -882,7 +902,9 @@ static void peer_gone(struct mcq_pstate *ps, int reason)
     if (claims_id(ps) && !pt->closing)
         send_claim(ps, task_release);
     pt->free_slots[pt->nfree++] = ps->slot;
-    if (s->h.on_peer_down && !pt->closing) {
+    bool announced = ps->announced;
+    ps->announced = false;
+    if (s->h.on_peer_down && announced && !pt->closing) {
         struct mcq_peer_info info;
         mcq_peer_info(ps->peer, &info);
         info.routing_id = ps->id;

@@ -141,6 +141,7 @@ struct mcq_pstate {
     bool up;            /* between ready() and closed() */
     bool refused;       /* lost a routing-id (or PAIR) claim: its input is dropped */
     bool claim_pending; /* its id claim is unanswered: input waits in inq */
+    bool announced;     /* on_peer_up ran for this connection (on_peer_down is due) */
     uint32_t slot, gen;
     uint8_t id_len;
     bool id_chosen;

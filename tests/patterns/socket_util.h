@@ -441,6 +441,34 @@ static inline void z_rx_clear(struct t_rx *r)
     r->n = 0;
 }
 
+/* Watches z (call before its connect) for the libzmq monitor events in the mask; returns
+ * the socket the events arrive on (closed with the test's other libzmq sockets). */
+static inline void *z_monitor(void *z, int events)
+{
+    static unsigned seq;
+    char addr[64];
+    snprintf(addr, sizeof(addr), "inproc://t-mon-%u", seq++);
+    cr_assert_eq(zmq_socket_monitor(z, addr, events), 0);
+    void *mon = z_socket(ZMQ_PAIR);
+    cr_assert_eq(zmq_connect(mon, addr), 0);
+    return mon;
+}
+
+/* Waits (bounded by the receive timeout) for `event` on a z_monitor socket. */
+static inline bool z_wait_event(void *mon, int event)
+{
+    struct t_rx r;
+    while (z_recv(mon, &r)) {
+        uint16_t got = 0;
+        if (r.n >= 1 && r.len[0] >= sizeof(got))
+            memcpy(&got, r.data[0], sizeof(got));
+        z_rx_clear(&r);
+        if (got == event)
+            return true;
+    }
+    return false;
+}
+
 static inline bool rx_frame_is(const struct t_rx *r, unsigned i, const char *s)
 {
     return i < r->n && r->len[i] == strlen(s) && memcmp(r->data[i], s, r->len[i]) == 0;

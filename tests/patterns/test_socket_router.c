@@ -196,7 +196,8 @@ Test(socket_router, options_by_type)
 }
 
 /* Duplicate routing id: without ROUTER_HANDOVER the first holder keeps it and the second
- * peer is ignored; with it the newcomer takes the id and the old connection is closed. */
+ * peer is ignored (and not reported up: its id would reach the holder) until the holder
+ * leaves; with it the newcomer takes the id and the old connection is closed. */
 static void duplicate_id(bool handover)
 {
     char ep[256];
@@ -213,8 +214,12 @@ static void duplicate_id(bool handover)
     t_free_rx(in);
     void *d2 = z_socket(ZMQ_DEALER);
     zmq_setsockopt(d2, ZMQ_ROUTING_ID, "H", 1);
+    void *mon = z_monitor(d2, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
     cr_assert_eq(zmq_connect(d2, ep), 0);
-    cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S));
+    if (handover)
+        cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S));
+    else
+        cr_assert(z_wait_event(mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED), "second peer never connected");
     z_send_strs(d2, "two", NULL);
     void *winner = handover ? d2 : d1, *loser = handover ? d1 : d2;
     if (handover) {
@@ -245,8 +250,21 @@ static void duplicate_id(bool handover)
     }
     zmq_pollitem_t it = {.socket = loser, .events = ZMQ_POLLIN};
     cr_assert_eq(zmq_poll(&it, 1, 100), 0, "the other peer got a reply");
-    if (!handover)
+    if (!handover) {
         cr_assert_null(t_recv(0.1), "the ignored peer's message was delivered");
+        cr_assert_eq(app.ups, 1, "the ignored peer was reported up");
+        /* The holder leaves: the waiting peer gets the id, is reported up, and "H" routes
+         * to it from its own shard at once. */
+        z_close(d1);
+        cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S), "waiting peer never got the id");
+        cr_assert_eq(t_send_strs(app.up_shard, "H", "late", NULL), 0);
+        struct t_rx m;
+        cr_assert(z_recv(d2, &m), "the new holder got nothing");
+        cr_assert(rx_frame_is(&m, 0, "late"));
+        z_rx_clear(&m);
+        z_close(d2);
+        return;
+    }
     z_close(d1);
     z_close(d2);
 }

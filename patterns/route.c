@@ -85,14 +85,18 @@ static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
         return;
     }
     unsigned to = (unsigned)ps->req_from;
-    ps->req_from = -1;
     mcq_msg_pop_front(m, NULL);
+    /* The peer is free before the reply is delivered: the asking shard may send its next
+     * request from on_msg, and that request must stay the peer's current one. Requests
+     * other shards queued for the peer go first, so a shard asking in a loop cannot
+     * starve them. */
+    mcq_pstate_req_done(ps);
     struct mcq_peer_ref from = mcq_pstate_ref(ps);
     if (to == pt->id)
         mcq_route_req_reply(pt, &from, m);
     else
         mcq_part_forward_reply(pt, to, &from, m);
-    mcq_pstate_req_done(ps);
+    mcq_part_fire_writable(pt);
 }
 
 void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m)

@@ -603,7 +603,6 @@ void mcq_pstate_req_done(struct mcq_pstate *ps)
 {
     ps->req_from = -1;
     backlog_drain(ps);
-    mcq_part_fire_writable(ps->pt);
 }
 
 static void task_data(struct mcq_shard *sh, void *arg)

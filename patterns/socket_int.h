@@ -229,7 +229,8 @@ int mcq_part_lb_send(struct mcq_part *pt, struct mcq_msg *m, bool req, struct mc
 bool mcq_part_resolve(struct mcq_part *pt, const uint8_t *id, size_t len, struct mcq_peer_ref *out);
 /* Runs on_writable if a send on this shard had returned -EAGAIN. */
 void mcq_part_fire_writable(struct mcq_part *pt);
-/* REQ: ps answered its request; the next one waiting for it may go. */
+/* REQ: ps answered its request; the next one other shards queued for it goes now (the
+ * caller then delivers the reply and fires on_writable). */
 void mcq_pstate_req_done(struct mcq_pstate *ps);
 /* Sends a REQ reply that arrived from peer `from` to the requesting shard `to`. */
 void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_peer_ref *from,

@@ -71,6 +71,36 @@ static void req_asks(const char *transport)
     z_close(p);
 }
 
+/* Our REQ sends its next request from on_msg, the way a client loop does (the echo turns
+ * each reply into the next request), on the shard that owns the peer: every reply is
+ * delivered and the loop goes on. */
+Test(socket_reqrep, req_asks_again_from_on_msg)
+{
+    enum { ROUNDS = 5 };
+    char ep[256];
+    void *p = z_socket(ZMQ_REP);
+    z_bind(p, "tcp", ep, sizeof(ep));
+    t_socket(MCQ_REQ);
+    app.echo = true;
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    /* From the peer's own shard: the reply is delivered there, inside the peer's input. */
+    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    struct t_send first = {.nf = 1, .f = {"r0"}, .len = {2}};
+    cr_assert_eq(t_send_job_wait(app.up_shard, &first), 0);
+    for (int i = 0; i < ROUNDS; i++) {
+        char want[8], next[8];
+        snprintf(want, sizeof(want), "r%d", i);
+        snprintf(next, sizeof(next), "r%d", i + 1);
+        struct t_rx r;
+        cr_assert(z_recv(p, &r), "request %d never came (reply %d lost)", i, i - 1);
+        cr_assert(rx_frame_is(&r, 0, want), "request %d is '%s'", i, (char *)r.data[0]);
+        z_rx_clear(&r);
+        z_send_strs(p, next, NULL);
+    }
+    cr_assert_eq(app.echo_fail, 0, "a send from on_msg failed");
+    z_close(p);
+}
+
 Test(socket_reqrep, req_asks_libzmq_rep_tcp)
 {
     req_asks("tcp");

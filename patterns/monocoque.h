@@ -113,7 +113,8 @@ struct mcq_socket_handlers {
     /* A peer is up: handshake done and, from this shard, it can be sent to at once (ROUTER:
      * by the routing id given here, reported once that id is the peer's; a peer ignored for
      * a duplicate id or refused by PAIR is not reported). Other shards learn of it a moment
-     * later. on_peer_down (reason 0 or -errno) follows only a peer reported up. */
+     * later. on_peer_down (reason 0 or -errno) follows only a peer reported up, once no
+     * shard can route to it any more (sends to it then fail or drop everywhere). */
     void (*on_peer_up)(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
                        void *user);
     void (*on_peer_down)(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,

@@ -3,6 +3,7 @@
  * partitions (data with credits, peer-up/down, routing-id claims, the close fence). The
  * shape is described in socket_int.h; the socket types' rules are in route.c. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -120,12 +121,26 @@ static struct mcq_msg *xmsg_import(struct mcq_shard *sh, struct xmsg *x)
     return m;
 }
 
+/* A lost peer's on_peer_down, kept by its owner until every shard confirmed it dropped the
+ * peer (see "peer up and down" below). */
+struct xdown {
+    struct xdown *next, *prev; /* the partition's pending notes */
+    struct mcq_part *pt;
+    struct mcq_pstate *ps; /* the peer while it lives (it may reconnect meanwhile) */
+    unsigned left;         /* shards yet to confirm */
+    int reason;
+    struct mcq_peer_info info;
+    uint8_t id[MCQ_ROUTING_ID_MAX];
+    char address[MCQ_ENDPOINT_TEXT_MAX];
+};
+
 /* A control event; broadcasts share one, freed by the last shard to run it. */
 struct xctl {
     struct xctl *next; /* in the arbiter's list of waiting claims */
     struct mcq_socket *s;
     struct mcq_peer_ref ref;
-    uint32_t n; /* credits, or the window of a new peer */
+    uint32_t n;         /* credits, or the window of a new peer */
+    struct xdown *down; /* peer-down: the owner's note each shard confirms, or NULL */
     _Atomic unsigned refs;
     uint8_t id_len;
     uint8_t id[];
@@ -140,6 +155,7 @@ static struct xctl *xctl_new(struct mcq_socket *s, const struct mcq_peer_ref *r,
     c->s = s;
     c->ref = *r;
     c->n = n;
+    c->down = NULL;
     atomic_init(&c->refs, 1);
     c->id_len = (uint8_t)id_len;
     if (id_len)
@@ -155,27 +171,32 @@ static void xctl_put(struct xctl *c)
         free(c);
 }
 
-/* Control events are never dropped (mcq_shard_submit_ctl); a failure is out of memory. */
-static void ctl_send(struct mcq_part *pt, unsigned to, mcq_task_fn fn, struct xctl *c)
+/* Control events are never dropped (mcq_shard_submit_ctl); a failure is out of memory.
+ * Whether the event went. */
+static bool ctl_send(struct mcq_part *pt, unsigned to, mcq_task_fn fn, struct xctl *c)
 {
     int rc = mcq_shard_submit_ctl(pt->sh, to, fn, c);
     if (rc < 0) {
         mcq_log_error("socket: control event to shard %u lost: %s", to, strerror(-rc));
         xctl_put(c);
+        return false;
     }
+    return true;
 }
 
-static void ctl_broadcast(struct mcq_part *pt, mcq_task_fn fn, struct xctl *c, bool self)
+/* Sends c to every shard (but this one unless self); the number of shards it went to. */
+static unsigned ctl_broadcast(struct mcq_part *pt, mcq_task_fn fn, struct xctl *c, bool self)
 {
-    unsigned n = pt->s->n - (self ? 0 : 1);
+    unsigned n = pt->s->n - (self ? 0 : 1), sent = 0;
     if (n == 0) {
         xctl_put(c);
-        return;
+        return 0;
     }
     atomic_store_explicit(&c->refs, n, memory_order_relaxed);
     for (unsigned to = 0; to < pt->s->n; to++)
-        if (self || to != pt->id)
-            ctl_send(pt, to, fn, c);
+        if ((self || to != pt->id) && ctl_send(pt, to, fn, c))
+            sent++;
+    return sent;
 }
 
 static struct mcq_part *part_here(struct mcq_socket *s, struct mcq_shard *sh)
@@ -300,16 +321,27 @@ static void task_up(struct mcq_shard *sh, void *arg)
     xctl_put(c);
 }
 
+static void task_down_seen(struct mcq_shard *sh, void *arg);
+
 static void task_down(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
-    dir_down(part_here(c->s, sh), &c->ref);
+    struct mcq_part *pt = part_here(c->s, sh);
+    dir_down(pt, &c->ref);
+    /* After its fence a partition sends nothing more; the owner is closing too then, and
+     * on_peer_down is not due any more. */
+    if (c->down && !pt->fenced) {
+        int rc = mcq_shard_submit_ctl(sh, c->ref.shard, task_down_seen, c->down);
+        if (rc < 0)
+            mcq_log_error("socket: peer-down confirmation to shard %u lost: %s", c->ref.shard,
+                          strerror(-rc));
+    }
     xctl_put(c);
 }
 
 /* --- routing-id claims (arbiter) ------------------------------------------------------------- */
 
-static void announce_up(struct mcq_pstate *ps);
+static void settle(struct mcq_pstate *ps);
 
 static void task_bind(struct mcq_shard *sh, void *arg)
 {
@@ -326,14 +358,7 @@ static void task_bind(struct mcq_shard *sh, void *arg)
     if (!ps)
         return;
     ps->claim_pending = false;
-    /* The id is the peer's here now: only from this point can the user reach it by it. */
-    announce_up(ps);
-    struct mcq_held *h;
-    while (ps->up && !pt->closing && (h = mcq_heldq_pop(&ps->inq))) {
-        mcq_route_input(ps, h->m);
-        free(h);
-    }
-    mcq_heldq_free(&ps->inq);
+    settle(ps);
 }
 
 static void task_unbind(struct mcq_shard *sh, void *arg)
@@ -766,6 +791,8 @@ static void maybe_fence(struct mcq_part *pt);
 static void pstate_free(struct mcq_pstate *ps)
 {
     struct mcq_part *pt = ps->pt;
+    if (ps->down)
+        ps->down->ps = NULL;
     mcq_heldq_free(&ps->backlog);
     mcq_heldq_free(&ps->inq);
     if (ps->prev)
@@ -805,23 +832,89 @@ static int slot_take(struct mcq_part *pt, uint32_t *slot)
     return 0;
 }
 
-/* Tells the user a peer is up once it can be sent to from its shard: at once, or for a
- * claimed id (ROUTER's chosen one, PAIR's single peer) when the arbiter bound it to this
- * peer, so a send from on_peer_up routes (libzmq attaches the pipe before telling). */
-static void announce_up(struct mcq_pstate *ps)
+/* --- peer up and down, as the user sees them ---------------------------------------------------
+ * on_peer_up runs once the peer can be sent to from its shard: at once, or for a claimed id
+ * (ROUTER's chosen one, PAIR's single peer) when the arbiter bound it to this peer, so a
+ * send from on_peer_up routes (libzmq attaches the pipe before telling). on_peer_down runs
+ * once every shard dropped the peer from its directory, so from then on no shard routes to
+ * it (ROUTER_MANDATORY says -EHOSTUNREACH everywhere): the owner keeps what the callback
+ * reports in a note until the last shard confirmed. A new connection of the same peer is
+ * announced, and its input delivered, only after the old one's on_peer_down. */
+
+static void peer_info_of(const struct mcq_pstate *ps, struct mcq_peer_info *info)
+{
+    mcq_peer_info(ps->peer, info);
+    info->routing_id = ps->id;
+    info->routing_id_len = ps->id_len;
+}
+
+/* Announces ps and hands over its held input once nothing is pending any more: its id
+ * claim and the previous connection's on_peer_down. */
+static void settle(struct mcq_pstate *ps)
 {
     struct mcq_part *pt = ps->pt;
     struct mcq_socket *s = pt->s;
-    if (ps->announced || !ps->up || pt->closing)
+    if (ps->claim_pending || ps->down || ps->refused || !ps->up || pt->closing)
         return;
-    ps->announced = true;
-    if (!s->h.on_peer_up)
+    if (!ps->announced) {
+        ps->announced = true;
+        if (s->h.on_peer_up) {
+            struct mcq_peer_info info;
+            peer_info_of(ps, &info);
+            s->h.on_peer_up(pt->sh, s, &info, s->h.user);
+        }
+    }
+    struct mcq_held *h;
+    while (ps->up && !pt->closing && (h = mcq_heldq_pop(&ps->inq))) {
+        mcq_route_input(ps, h->m);
+        free(h);
+    }
+    mcq_heldq_free(&ps->inq);
+}
+
+static struct xdown *down_new(struct mcq_pstate *ps, int reason)
+{
+    struct xdown *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->pt = ps->pt;
+    d->ps = ps;
+    d->reason = reason;
+    peer_info_of(ps, &d->info);
+    memcpy(d->id, ps->id, ps->id_len);
+    d->info.routing_id = d->id;
+    snprintf(d->address, sizeof(d->address), "%s", d->info.address ? d->info.address : "");
+    d->info.address = d->address;
+    return d;
+}
+
+static void down_unlink(struct xdown *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        d->pt->downs = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+}
+
+static void task_down_seen(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    struct xdown *d = arg;
+    if (--d->left)
         return;
-    struct mcq_peer_info info;
-    mcq_peer_info(ps->peer, &info);
-    info.routing_id = ps->id;
-    info.routing_id_len = ps->id_len;
-    s->h.on_peer_up(pt->sh, s, &info, s->h.user);
+    struct mcq_part *pt = d->pt;
+    struct mcq_socket *s = pt->s;
+    struct mcq_pstate *ps = d->ps;
+    down_unlink(d);
+    if (ps)
+        ps->down = NULL;
+    if (!pt->closing && s->h.on_peer_down)
+        s->h.on_peer_down(pt->sh, s, &d->info, d->reason, s->h.user);
+    free(d);
+    if (ps)
+        settle(ps);
 }
 
 static void peer_ready(struct mcq_peer *p)
@@ -876,9 +969,8 @@ static void peer_ready(struct mcq_peer *p)
     if (claims_id(ps)) {
         ps->claim_pending = true;
         send_claim(ps, task_claim);
-        return;
     }
-    announce_up(ps);
+    settle(ps);
 }
 
 static void peer_gone(struct mcq_pstate *ps, int reason)
@@ -891,23 +983,37 @@ static void peer_gone(struct mcq_pstate *ps, int reason)
     mcq_heldq_free(&ps->inq);
     mcq_heldq_free(&ps->backlog);
     dir_down(pt, &r);
+    bool tell = s->h.on_peer_down && ps->announced && !pt->closing;
+    ps->announced = false;
+    struct xdown *d = NULL;
     if (mcq_type_routes_remote(s->type)) {
         struct xctl *c = xctl_new(s, &r, 0, NULL, 0);
-        if (c)
-            ctl_broadcast(pt, task_down, c, false);
-        else
+        /* Without memory for the note the callback just runs at once. */
+        d = c && tell && !ps->down ? down_new(ps, reason) : NULL;
+        if (c) {
+            c->down = d;
+            unsigned sent = ctl_broadcast(pt, task_down, c, false);
+            if (d)
+                d->left = sent;
+        } else {
             mcq_log_error("socket: out of memory announcing a lost peer");
+        }
     }
     if (claims_id(ps) && !pt->closing)
         send_claim(ps, task_release);
     pt->free_slots[pt->nfree++] = ps->slot;
-    bool announced = ps->announced;
-    ps->announced = false;
-    if (s->h.on_peer_down && announced && !pt->closing) {
+    if (d && d->left) {
+        d->next = pt->downs;
+        if (pt->downs)
+            pt->downs->prev = d;
+        pt->downs = d;
+        ps->down = d;
+        return;
+    }
+    free(d);
+    if (tell) {
         struct mcq_peer_info info;
-        mcq_peer_info(ps->peer, &info);
-        info.routing_id = ps->id;
-        info.routing_id_len = ps->id_len;
+        peer_info_of(ps, &info);
         s->h.on_peer_down(pt->sh, s, &info, reason, s->h.user);
     }
 }
@@ -930,7 +1036,7 @@ static void peer_msg(struct mcq_peer *p, struct mcq_msg *m)
         mcq_msg_free(m);
         return;
     }
-    if (ps->claim_pending) {
+    if (ps->claim_pending || ps->down) {
         struct mcq_held *h = malloc(sizeof(*h));
         if (!h) {
             mcq_log_error("socket: out of memory holding input; message dropped");
@@ -1138,6 +1244,12 @@ static void part_free(struct mcq_part *pt)
     mcq_idmap_fini(&pt->claims);
     free(pt->own_gen);
     free(pt->free_slots);
+    /* Notes whose confirmations were cut short by the close (none can be in flight now). */
+    while (pt->downs) {
+        struct xdown *d = pt->downs;
+        pt->downs = d->next;
+        free(d);
+    }
     free(pt);
 }
 

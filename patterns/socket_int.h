@@ -116,7 +116,8 @@ struct mcq_heldq {
 };
 
 struct mcq_pstate;
-struct xctl; /* socket.c's control event */
+struct xctl;  /* socket.c's control event */
+struct xdown; /* socket.c's on_peer_down waiting for every shard to drop the peer */
 
 /* A directory entry: one peer of the socket as this shard sees it. */
 struct mcq_dent {
@@ -142,6 +143,7 @@ struct mcq_pstate {
     bool refused;       /* lost a routing-id (or PAIR) claim: its input is dropped */
     bool claim_pending; /* its id claim is unanswered: input waits in inq */
     bool announced;     /* on_peer_up ran for this connection (on_peer_down is due) */
+    struct xdown *down; /* the last connection's on_peer_down, not yet run: input waits */
     uint32_t slot, gen;
     uint8_t id_len;
     bool id_chosen;
@@ -169,6 +171,7 @@ struct mcq_part {
     struct mcq_idmap ids;       /* bound routing ids (ROUTER) or "" (PAIR) */
     struct mcq_idmap claims;    /* as arbiter: the authoritative holders */
     struct xctl *claim_waiting; /* as arbiter: refused ROUTER claims, newest first */
+    struct xdown *downs;        /* on_peer_down notes waiting for confirmations */
     uint32_t *own_gen;          /* last generation per own slot */
     uint32_t own_cap, own_used;
     uint32_t *free_slots;

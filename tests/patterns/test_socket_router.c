@@ -278,3 +278,56 @@ Test(socket_router, duplicate_id_handover)
 {
     duplicate_id(true);
 }
+
+/* on_peer_down that holds its shard until the test thread has probed every other shard:
+ * whatever those shards know then, they knew when the user was told. */
+static struct test_event down_told, probes_done;
+static unsigned down_shard;
+
+static void hold_down(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
+                      int reason, void *user)
+{
+    down_shard = mcq_shard_id(sh);
+    test_event_signal(&down_told);
+    test_event_wait(&probes_done, 1, T_WAIT_S);
+    t_on_down(sh, s, p, reason, user);
+}
+
+/* Once on_peer_down ran, no shard routes to the peer: a ROUTER_MANDATORY send to its id
+ * says -EHOSTUNREACH on every shard (not 0 and a silent drop on arrival). */
+Test(socket_router, gone_peer_unroutable_everywhere_at_on_peer_down)
+{
+    char ep[256];
+    test_event_init(&down_told);
+    test_event_init(&probes_done);
+    struct mcq_socket_handlers h = {
+        .on_msg = t_on_msg, .on_peer_up = t_on_up, .on_peer_down = hold_down, .user = &app};
+    cr_assert_eq(mcq_socket_create(app.rt, MCQ_ROUTER, &h, &app.s), 0);
+    t_setopt_int(MCQ_ROUTER_MANDATORY, 1);
+    t_bind("tcp", ep, sizeof(ep));
+    void *d = z_socket(ZMQ_DEALER);
+    zmq_setsockopt(d, ZMQ_ROUTING_ID, "G", 1);
+    cr_assert_eq(zmq_connect(d, ep), 0);
+    z_send_strs(d, "hi", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    t_free_rx(in);
+    /* Every shard knows "G" before it leaves. */
+    for (unsigned sh = 0; sh < T_SHARDS; sh++) {
+        struct timespec until, now;
+        t_deadline(&until, T_WAIT_S);
+        while (t_send_strs(sh, "G", "x", NULL) != 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            cr_assert(now.tv_sec <= until.tv_sec, "shard %u never learned of the peer", sh);
+        }
+    }
+    z_close(d);
+    cr_assert(test_event_wait(&down_told, 1, T_WAIT_S), "no on_peer_down");
+    int rcs[T_SHARDS];
+    for (unsigned sh = 0; sh < T_SHARDS; sh++)
+        rcs[sh] = sh == down_shard ? -EHOSTUNREACH : t_send_strs(sh, "G", "late", NULL);
+    test_event_signal(&probes_done);
+    for (unsigned sh = 0; sh < T_SHARDS; sh++)
+        cr_assert_eq(rcs[sh], -EHOSTUNREACH, "shard %u still routes to the gone peer: %d", sh,
+                     rcs[sh]);
+}

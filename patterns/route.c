@@ -92,7 +92,10 @@ static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
         mcq_route_req_reply(pt, &from, m);
     else
         mcq_part_forward_reply(pt, to, &from, m);
-    mcq_pstate_req_done(ps);
+    /* on_msg may already have sent the next request to this same peer (the usual REQ loop):
+     * then the peer is busy again and that request's marker must stay. */
+    if (ps->req_from < 0)
+        mcq_pstate_req_done(ps);
 }
 
 void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m)

@@ -52,8 +52,12 @@ void mcq_heldq_free(struct mcq_heldq *q)
 
 /* --- cross-shard messages ------------------------------------------------------------------- */
 
-/* A message in transit to another shard: its frames as exports (one atomic reference each). */
+/* A message in transit to another shard: its frames as exports (one atomic reference each).
+ * The record itself lives in a small page of the sender's arena, which the receiver drops
+ * like a frame: it goes home through the remote-free path and is recycled there, so a
+ * cross-shard send makes no allocator call in steady state. */
 struct xmsg {
+    struct mcq_export self; /* the page holding this record */
     struct mcq_socket *s;
     struct mcq_peer_ref ref; /* data: the target; reply: the peer that answered */
     uint16_t from;
@@ -62,22 +66,37 @@ struct xmsg {
     struct mcq_export f[];
 };
 
+/* Frees the record (on either shard); its contents were consumed or dropped. */
+static void xmsg_free(struct xmsg *x)
+{
+    struct mcq_export self = x->self;
+    mcq_export_drop(&self);
+}
+
 static void xmsg_drop(struct xmsg *x)
 {
     for (uint32_t i = 0; i < x->n; i++)
         mcq_export_drop(&x->f[i]);
-    free(x);
+    xmsg_free(x);
 }
 
-/* Exports m's frames (m stays the caller's); NULL with *rc on failure. */
-static struct xmsg *xmsg_export(struct mcq_socket *s, const struct mcq_msg *m, int *rc)
+/* Exports m's frames (m stays the caller's) into a record from shard sh's arena; NULL with
+ * *rc on failure. */
+static struct xmsg *xmsg_export(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_msg *m,
+                                int *rc)
 {
     unsigned n = mcq_msg_count(m);
-    struct xmsg *x = malloc(sizeof(*x) + (size_t)n * sizeof(x->f[0]));
-    if (!x) {
-        *rc = -ENOMEM;
+    struct mcq_view page;
+    *rc = mcq_page_alloc(mcq_shard_arena(sh),
+                         sizeof(struct xmsg) + (size_t)n * sizeof(struct mcq_export), &page);
+    if (*rc < 0)
         return NULL;
-    }
+    struct xmsg *x = (struct xmsg *)mcq_view_mut(&page);
+    /* The record's own reference travels in it; the local view goes, the memory stays. */
+    *rc = mcq_view_export(&page, &x->self);
+    mcq_view_unref(&page);
+    if (*rc < 0)
+        return NULL;
     x->s = s;
     x->n = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -117,7 +136,7 @@ static struct mcq_msg *xmsg_import(struct mcq_shard *sh, struct xmsg *x)
         m = NULL;
         mcq_log_error("socket: out of memory taking a message from shard %u", x->from);
     }
-    free(x);
+    xmsg_free(x);
     return m;
 }
 
@@ -134,9 +153,12 @@ struct xdown {
     char address[MCQ_ENDPOINT_TEXT_MAX];
 };
 
-/* A control event; broadcasts share one, freed by the last shard to run it. */
+/* A control event; broadcasts share one, freed by the last shard to run it. Like a data
+ * record it lives in a small page of the sending shard's arena (credits flow all the time:
+ * they must not call the allocator either). */
 struct xctl {
-    struct xctl *next; /* in the arbiter's list of waiting claims */
+    struct mcq_export self; /* the page holding this event */
+    struct xctl *next;      /* in the arbiter's list of waiting claims */
     struct mcq_socket *s;
     struct mcq_peer_ref ref;
     uint32_t n;         /* credits, or the window of a new peer */
@@ -146,13 +168,19 @@ struct xctl {
     uint8_t id[];
 };
 
-static struct xctl *xctl_new(struct mcq_socket *s, const struct mcq_peer_ref *r, uint32_t n,
+/* A new event from partition pt's shard. NULL when out of memory. */
+static struct xctl *xctl_new(struct mcq_part *pt, const struct mcq_peer_ref *r, uint32_t n,
                              const uint8_t *id, size_t id_len)
 {
-    struct xctl *c = malloc(sizeof(*c) + id_len);
-    if (!c)
+    struct mcq_view page;
+    if (mcq_page_alloc(mcq_shard_arena(pt->sh), sizeof(struct xctl) + id_len, &page) < 0)
         return NULL;
-    c->s = s;
+    struct xctl *c = (struct xctl *)mcq_view_mut(&page);
+    int rc = mcq_view_export(&page, &c->self);
+    mcq_view_unref(&page);
+    if (rc < 0)
+        return NULL;
+    c->s = pt->s;
     c->ref = *r;
     c->n = n;
     c->down = NULL;
@@ -167,8 +195,10 @@ static void xctl_put(struct xctl *c)
 {
     if (!c)
         return;
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
-        free(c);
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+        struct mcq_export self = c->self;
+        mcq_export_drop(&self);
+    }
 }
 
 /* Control events are never dropped (mcq_shard_submit_ctl); a failure is out of memory.
@@ -411,7 +441,7 @@ static bool claim_stale(struct mcq_part *pt, const struct mcq_peer_ref *cur)
  * holder leaves (a DEALER that reconnects before its old connection is seen gone). */
 static void claim_wait(struct mcq_part *pt, struct xctl *c)
 {
-    struct xctl *r = xctl_new(pt->s, &c->ref, 0, NULL, 0);
+    struct xctl *r = xctl_new(pt, &c->ref, 0, NULL, 0);
     if (r)
         ctl_send(pt, c->ref.shard, task_refuse, r);
     if (pt->s->type != MCQ_ROUTER) {
@@ -444,7 +474,7 @@ static void task_claim(struct mcq_shard *sh, void *arg)
         return;
     }
     if (cur && !claim_stale(pt, &old)) {
-        struct xctl *k = xctl_new(pt->s, &old, 0, NULL, 0);
+        struct xctl *k = xctl_new(pt, &old, 0, NULL, 0);
         if (k)
             ctl_send(pt, old.shard, task_kick, k);
     }
@@ -508,7 +538,7 @@ static bool claims_id(const struct mcq_pstate *ps)
 static void send_claim(struct mcq_pstate *ps, mcq_task_fn fn)
 {
     struct mcq_peer_ref r = mcq_pstate_ref(ps);
-    struct xctl *c = xctl_new(ps->pt->s, &r, 0, ps->id, ps->id_len);
+    struct xctl *c = xctl_new(ps->pt, &r, 0, ps->id, ps->id_len);
     if (!c) {
         mcq_log_error("socket: out of memory for a routing-id claim");
         return;
@@ -589,7 +619,7 @@ static void handed_over(struct mcq_pstate *ps, unsigned from, bool req)
     if (++ps->owed[from] < credit_batch(ps))
         return;
     struct mcq_peer_ref r = mcq_pstate_ref(ps);
-    struct xctl *c = xctl_new(pt->s, &r, ps->owed[from], NULL, 0);
+    struct xctl *c = xctl_new(pt, &r, ps->owed[from], NULL, 0);
     if (!c) {
         mcq_log_error("socket: out of memory returning credits");
         return;
@@ -693,7 +723,7 @@ int mcq_part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq
     if (!d->credits)
         return -EAGAIN;
     int rc;
-    struct xmsg *x = xmsg_export(pt->s, m, &rc);
+    struct xmsg *x = xmsg_export(pt->sh, pt->s, m, &rc);
     if (!x)
         return rc;
     x->ref = *r;
@@ -746,7 +776,7 @@ void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_p
                             struct mcq_msg *m)
 {
     int rc;
-    struct xmsg *x = xmsg_export(pt->s, m, &rc);
+    struct xmsg *x = xmsg_export(pt->sh, pt->s, m, &rc);
     mcq_msg_free(m);
     if (!x) {
         mcq_log_error("socket: cannot pass a reply to shard %u: %s", to, strerror(-rc));
@@ -960,7 +990,7 @@ static void peer_ready(struct mcq_peer *p)
     struct mcq_peer_ref r = mcq_pstate_ref(ps);
     dir_up(pt, &r, ps->cfg->window, ps);
     if (mcq_type_routes_remote(s->type)) {
-        struct xctl *c = xctl_new(s, &r, ps->cfg->window, NULL, 0);
+        struct xctl *c = xctl_new(pt, &r, ps->cfg->window, NULL, 0);
         if (c)
             ctl_broadcast(pt, task_up, c, false);
         else
@@ -987,7 +1017,7 @@ static void peer_gone(struct mcq_pstate *ps, int reason)
     ps->announced = false;
     struct xdown *d = NULL;
     if (mcq_type_routes_remote(s->type)) {
-        struct xctl *c = xctl_new(s, &r, 0, NULL, 0);
+        struct xctl *c = xctl_new(pt, &r, 0, NULL, 0);
         /* Without memory for the note the callback just runs at once. */
         d = c && tell && !ps->down ? down_new(ps, reason) : NULL;
         if (c) {

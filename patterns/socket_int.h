@@ -23,6 +23,11 @@
  *   the binding, so every shard agrees on who holds an id. The peer's input waits until
  *   the answer, so a reply to its first message routes; a refused ROUTER claim waits at
  *   the arbiter and is granted when the holder leaves.
+ * - The user hears of a peer when it is routable from its shard (on_peer_up after the id
+ *   claim is settled) and of its loss when no shard routes to it any more (on_peer_down
+ *   after every shard confirmed the peer-down); a reconnection is announced after that.
+ * - Cross-shard records (a message's exports, control events) live in small pages of the
+ *   sender's arena and go home through the remote-free path: no allocator call per send.
  * - Closing: each partition closes its peers, then sends a fence to every shard; a
  *   partition with all fences in can receive nothing more for the socket (rings are FIFO),
  *   and the socket's memory goes when every partition is done. */

@@ -71,6 +71,32 @@ static void req_asks(const char *transport)
     z_close(p);
 }
 
+/* A REQ that asks again from inside on_msg (the harness's echo mode re-sends each reply
+ * as the next request) gets every reply: the reply that freed the peer must not reset the
+ * request sent from its own callback. */
+Test(socket_reqrep, req_asks_again_from_on_msg)
+{
+    char ep[256];
+    void *p = z_socket(ZMQ_REP);
+    z_bind(p, "tcp", ep, sizeof(ep));
+    t_socket(MCQ_REQ);
+    app.echo = true;
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    struct t_send j = {.nf = 1, .f = {"ping"}, .len = {4}};
+    cr_assert_eq(t_send_job_wait(0, &j), 0);
+    for (int i = 0; i < 5; i++) {
+        struct t_rx r;
+        cr_assert(z_recv(p, &r), "request %d never came", i);
+        z_rx_clear(&r);
+        z_send_strs(p, "pong", NULL);
+        struct t_rx *in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in, "reply %d was dropped", i);
+        t_free_rx(in);
+    }
+    cr_assert_eq(app.echo_fail, 0, "a request from on_msg was refused");
+    z_close(p);
+}
+
 Test(socket_reqrep, req_asks_libzmq_rep_tcp)
 {
     req_asks("tcp");

@@ -10,7 +10,13 @@
 struct bench_ctx {
     bool quick;        /* --quick: short runs for the demo and CI smoke checks */
     const char *argv0; /* path of mcq-bench, for benches that fork helper processes */
+    unsigned spin_us;  /* --spin-us, else MCQ_SPIN_US, else BENCH_SPIN_US_DEFAULT */
 };
+
+/* Busy-poll time per wait for the thr/lat comparison when neither --spin-us nor
+ * MCQ_SPIN_US is given: longer than a spinning cross-core round trip (~6 us here), so a
+ * ping-pong never sleeps, short enough to be harmless on a shared machine. */
+#define BENCH_SPIN_US_DEFAULT 50
 
 struct bench_def {
     const char *group;

@@ -2,13 +2,15 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define REC_TEXT_MAX 1024 /* one JSON record, bytes */
+#define REC_TEXT_MAX 1024   /* one JSON record, bytes */
+#define SPIN_US_MAX 1000000 /* longest busy-poll accepted, us */
 
 struct bench_rec {
     char json[REC_TEXT_MAX];
@@ -99,9 +101,21 @@ static int write_json(const char *path)
     return fclose(f) ? -errno : 0;
 }
 
+/* A spin time in microseconds: decimal digits only, at most SPIN_US_MAX. */
+static bool parse_spin(const char *s, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end || errno || v > SPIN_US_MAX)
+        return false;
+    *out = (unsigned)v;
+    return true;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: mcq-bench GROUP [--quick] [--json FILE]\ngroups:");
+    fprintf(out, "usage: mcq-bench GROUP [--quick] [--json FILE] [--spin-us US]\ngroups:");
     const char *last = NULL;
     for (struct bench_def *b = benches; b; b = b->next) {
         if (!last || strcmp(last, b->group))
@@ -116,19 +130,24 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"quick", no_argument, NULL, 'q'},
         {"json", required_argument, NULL, 'j'},
+        {"spin-us", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    struct bench_ctx ctx = {.argv0 = argv[0]};
+    struct bench_ctx ctx = {.argv0 = argv[0], .spin_us = BENCH_SPIN_US_DEFAULT};
     const char *json = NULL;
+    const char *spin = getenv("MCQ_SPIN_US");
     int c;
-    while ((c = getopt_long(argc, argv, "qj:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qj:s:h", opts, NULL)) != -1) {
         switch (c) {
         case 'q':
             ctx.quick = true;
             break;
         case 'j':
             json = optarg;
+            break;
+        case 's':
+            spin = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -138,7 +157,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1) {
+    if (optind != argc - 1 || (spin && !parse_spin(spin, &ctx.spin_us))) {
         usage(stderr);
         return 2;
     }

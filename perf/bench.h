@@ -1,4 +1,5 @@
-/* mcq-bench: one binary, benchmarks grouped by subcommand (runtime, codec, thr, lat).
+/* mcq-bench: one binary, benchmarks grouped by subcommand (runtime, codec, thr, lat); several
+ * groups run in the order given (mcq-bench thr lat).
  * Each benchmark file registers itself with MCQ_BENCH(group, name, fn); results are
  * printed as a table and, with --json FILE, written as an array of flat records. */
 #ifndef MCQ_PERF_BENCH_H

@@ -244,10 +244,8 @@ static const char *policy(enum impl i, bool lat, unsigned spin_us, char *buf, si
         snprintf(buf, len, "1 shard/process, spin %u us then io_uring wait", spin_us);
         break;
     case IMPL_RAW:
-        if (lat)
-            snprintf(buf, len, "spin %u us on recv(MSG_DONTWAIT), then blocking recv", spin_us);
-        else
-            snprintf(buf, len, "one TCP stream, blocking 256 KiB write/read");
+        snprintf(buf, len, "%sspin %u us on send/recv(MSG_DONTWAIT), then blocking",
+                 lat ? "" : "one TCP stream in 256 KiB blocks, ", spin_us);
         break;
     default:
         snprintf(buf, len, "blocking, default context (1 I/O thread), HWM 1000");
@@ -256,10 +254,27 @@ static const char *policy(enum impl i, bool lat, unsigned spin_us, char *buf, si
     return buf;
 }
 
+#define FAILURES_MAX 32
+#define FAILURE_LEN 160
+static char failures[FAILURES_MAX][FAILURE_LEN];
+static unsigned failure_count;
+
+/* Reports a failed measurement now (stderr) and again under the table. */
 static void fail_note(enum impl i, const char *bench, size_t size, int rc, const char *stage)
 {
-    fprintf(stderr, "mcq-bench: %s %s %zu B FAILED at %s: %s\n", bench, impl_name[i], size, stage,
-            strerror(-rc));
+    char text[FAILURE_LEN];
+    snprintf(text, sizeof(text), "%s %s %zu B: %s: %s", bench, impl_name[i], size, stage,
+             strerror(-rc));
+    fprintf(stderr, "mcq-bench: FAILED %s\n", text);
+    if (failure_count < FAILURES_MAX)
+        memcpy(failures[failure_count++], text, sizeof(text));
+}
+
+static void print_failures(void)
+{
+    for (unsigned f = 0; f < failure_count; f++)
+        printf("FAILED: %s\n", failures[f]);
+    failure_count = 0;
 }
 
 static int thr_one(struct bench_ctx *ctx, enum impl i, size_t size, struct thr_res *res)
@@ -411,6 +426,7 @@ static int bench_thr(struct bench_ctx *ctx)
            "%s\n",
            GOAL_THR_SMALL, small, verdict(small, GOAL_THR_SMALL, true), sizes[nsizes - 1],
            GOAL_THR_LARGE * 100, large * 100, verdict(large, GOAL_THR_LARGE, true));
+    print_failures();
     return failed ? -EIO : 0;
 }
 
@@ -439,6 +455,7 @@ static int bench_lat(struct bench_ctx *ctx)
     printf("goals: 64 B p50 mcq <= %.1fx raw: %.2fx %s; <= %.1fx libzmq: %.2fx %s\n", GOAL_LAT_RAW,
            vs_raw, verdict(vs_raw, GOAL_LAT_RAW, false), GOAL_LAT_ZMQ, vs_zmq,
            verdict(vs_zmq, GOAL_LAT_ZMQ, false));
+    print_failures();
     return failed ? -EIO : 0;
 }
 

@@ -113,9 +113,17 @@ static bool parse_spin(const char *s, unsigned *out)
     return true;
 }
 
+static bool group_exists(const char *group)
+{
+    for (struct bench_def *b = benches; b; b = b->next)
+        if (strcmp(b->group, group) == 0)
+            return true;
+    return false;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: mcq-bench GROUP [--quick] [--json FILE] [--spin-us US]\ngroups:");
+    fprintf(out, "usage: mcq-bench GROUP... [--quick] [--json FILE] [--spin-us US]\ngroups:");
     const char *last = NULL;
     for (struct bench_def *b = benches; b; b = b->next) {
         if (!last || strcmp(last, b->group))
@@ -157,26 +165,28 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1 || (spin && !parse_spin(spin, &ctx.spin_us))) {
+    if (optind == argc || (spin && !parse_spin(spin, &ctx.spin_us))) {
         usage(stderr);
         return 2;
     }
-    const char *group = argv[optind];
-    int ran = 0, failed = 0;
-    for (struct bench_def *b = benches; b; b = b->next) {
-        if (strcmp(b->group, group))
-            continue;
-        ran++;
-        int rc = b->run(&ctx);
-        if (rc < 0) {
-            fprintf(stderr, "mcq-bench: %s/%s failed: %s\n", b->group, b->name, strerror(-rc));
-            failed++;
+    for (int g = optind; g < argc; g++) {
+        if (!group_exists(argv[g])) {
+            fprintf(stderr, "mcq-bench: unknown group '%s'\n", argv[g]);
+            usage(stderr);
+            return 2;
         }
     }
-    if (!ran) {
-        fprintf(stderr, "mcq-bench: unknown group '%s'\n", group);
-        usage(stderr);
-        return 2;
+    int failed = 0;
+    for (int g = optind; g < argc; g++) {
+        for (struct bench_def *b = benches; b; b = b->next) {
+            if (strcmp(b->group, argv[g]))
+                continue;
+            int rc = b->run(&ctx);
+            if (rc < 0) {
+                fprintf(stderr, "mcq-bench: %s/%s FAILED: %s\n", b->group, b->name, strerror(-rc));
+                failed++;
+            }
+        }
     }
     if (json) {
         int rc = write_json(json);

@@ -2,8 +2,9 @@
  * implementations are measured against, over the same tcp:// (or ipc://) endpoints.
  * Throughput is one byte stream written and read in RAW_CHUNK blocks, counted in
  * message-size units: the byte rate of the connection, with no framing or per-message
- * work at all. Latency is a ping-pong of message-size blocks with TCP_NODELAY; each wait
- * busy-polls for MCQ_SPIN_US, as Monocoque's shard loop does, then blocks. */
+ * work at all. Latency is a ping-pong of message-size blocks with TCP_NODELAY. Every wait
+ * (a read with nothing to read, a write into a full buffer) busy-polls for MCQ_SPIN_US, as
+ * Monocoque's shard loop does, then blocks. */
 #include "tool.h"
 
 #include <errno.h>
@@ -117,43 +118,36 @@ static int io_err(const char *what)
     return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : sys_err(what);
 }
 
-static int send_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return io_err("send");
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Reads exactly len bytes: busy-polls up to spin_us per wait, then blocks. */
-static int recv_exact(int fd, char *p, size_t len, unsigned spin_us)
+/* One send or recv of up to len (> 0) bytes: busy-polls up to spin_us while it would block,
+ * then blocks. Returns the bytes moved or a negative errno (-ECONNRESET at end of stream). */
+static ssize_t xfer_some(int fd, char *p, size_t len, bool out, unsigned spin_us)
 {
     uint64_t spin_until = 0;
-    while (len > 0) {
-        bool spin = spin_us > 0;
-        if (spin && spin_until && tool_now_ns() >= spin_until)
-            spin = false;
-        ssize_t n = recv(fd, p, len, spin ? MSG_DONTWAIT : 0);
+    for (;;) {
+        bool spin = spin_us > 0 && (!spin_until || tool_now_ns() < spin_until);
+        int flags = (spin ? MSG_DONTWAIT : 0) | (out ? MSG_NOSIGNAL : 0);
+        ssize_t n = out ? send(fd, p, len, flags) : recv(fd, p, len, flags);
+        if (n > 0)
+            return n;
         if (n == 0)
             return -ECONNRESET;
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            spin_until = 0;
-            continue;
-        }
         if (errno == EINTR)
             continue;
         if (!spin || (errno != EAGAIN && errno != EWOULDBLOCK))
-            return io_err("recv");
+            return io_err(out ? "send" : "recv");
         if (!spin_until)
             spin_until = tool_now_ns() + spin_us * NS_PER_US;
+    }
+}
+
+static int xfer_all(int fd, char *p, size_t len, bool out, unsigned spin_us)
+{
+    while (len > 0) {
+        ssize_t n = xfer_some(fd, p, len, out, spin_us);
+        if (n < 0)
+            return (int)n;
+        p += n;
+        len -= (size_t)n;
     }
     return 0;
 }
@@ -173,12 +167,10 @@ int tool_local_thr(const struct tool_args *a, struct tool_thr_result *out)
     int rc = fd < 0 ? fd : 0;
     while (rc == 0 && bytes < total) {
         size_t want = total - bytes < RAW_CHUNK ? (size_t)(total - bytes) : RAW_CHUNK;
-        ssize_t n = read(fd, buf, want);
-        if (n == 0) {
-            rc = -ECONNRESET;
-        } else if (n < 0 && errno != EINTR) {
-            rc = io_err("read");
-        } else if (n > 0) {
+        ssize_t n = xfer_some(fd, buf, want, false, a->spin_us);
+        if (n < 0) {
+            rc = (int)n;
+        } else {
             t1 = tool_now_ns();
             if (bytes == 0)
                 t0 = t1;
@@ -210,7 +202,7 @@ int tool_remote_thr(const struct tool_args *a)
     uint64_t left = a->count;
     while (rc == 0 && left > 0) {
         uint64_t msgs = chunk / a->size < left ? chunk / a->size : left;
-        rc = send_all(fd, buf, (size_t)msgs * a->size);
+        rc = xfer_all(fd, buf, (size_t)msgs * a->size, true, a->spin_us);
         left -= msgs;
     }
     if (fd >= 0)
@@ -227,9 +219,9 @@ int tool_local_lat(const struct tool_args *a)
     int fd = accept_one(a->endpoint, true);
     int rc = fd < 0 ? fd : 0;
     for (uint64_t i = 0; rc == 0 && i < a->count; i++) {
-        rc = recv_exact(fd, buf, a->size, a->spin_us);
+        rc = xfer_all(fd, buf, a->size, false, a->spin_us);
         if (rc == 0)
-            rc = send_all(fd, buf, a->size);
+            rc = xfer_all(fd, buf, a->size, true, a->spin_us);
     }
     if (fd >= 0)
         close(fd);
@@ -250,9 +242,9 @@ int tool_remote_lat(const struct tool_args *a, struct tool_lat_result *out)
         uint64_t t0 = tool_now_ns();
         if (i == a->warmup)
             start = t0;
-        rc = send_all(fd, ping, a->size);
+        rc = xfer_all(fd, ping, a->size, true, a->spin_us);
         if (rc == 0)
-            rc = recv_exact(fd, pong, a->size, a->spin_us);
+            rc = xfer_all(fd, pong, a->size, false, a->spin_us);
         if (rc == 0 && i >= a->warmup)
             hist_record(out->rtt, tool_now_ns() - t0);
     }

@@ -7,7 +7,7 @@
  *   struct mcq_socket *s;
  *   mcq_socket_create(rt, MCQ_ROUTER, &(struct mcq_socket_handlers){
  *           .on_msg = on_request, .user = app }, &s);
- *   mcq_bind(s, "tcp://*:5555");
+ *   mcq_bind(s, "tcp://0.0.0.0:5555");
  *   mcq_runtime_run(rt);                                 until SIGINT/SIGTERM or stop
  *   mcq_runtime_destroy(rt);                             closes what is left
  *

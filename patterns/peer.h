@@ -32,7 +32,9 @@ struct mcq_peer_ops {
     void (*writable)(struct mcq_peer *p);
     /* The connection is gone (reason 0 or -errno; -EPROTO with a logged reason for a
      * protocol violation). An accepted peer is freed after this returns; a connecting peer
-     * stays and reconnects later (ready is called again), unless it was closed. Messages
+     * stays and reconnects later (ready is called again) when mcq_peer_reconnecting() says
+     * so, else (closed, runtime stop, peer refused us with ERROR, RECONNECT_IVL -1) it is
+     * freed after this returns. Failed connect attempts in between are silent. Messages
      * still queued for it were freed. */
     void (*closed)(struct mcq_peer *p, int reason);
     /* PLAIN server: a ZAP status code (200 accept, 400 refuse). */
@@ -78,6 +80,10 @@ int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t
                                size_t len);
 /* Stops reconnecting and closes (FLUSH within linger, or ABORT); closed() follows. */
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how);
+
+/* Inside closed(): whether the peer stays and reconnects (false: it is freed after
+ * closed() returns). Calling mcq_peer_close inside closed() frees it with no further call. */
+bool mcq_peer_reconnecting(const struct mcq_peer *p);
 
 void *mcq_peer_owner(const struct mcq_peer *p);
 struct mcq_shard *mcq_peer_shard(const struct mcq_peer *p);

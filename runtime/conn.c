@@ -107,6 +107,28 @@ static int vq_push(struct mcq_arena *a, struct view_queue *q, const struct mcq_v
     return 0;
 }
 
+/* Grows q so that `more` pushes cannot fail. */
+static int vq_reserve(struct mcq_arena *a, struct view_queue *q, uint32_t more)
+{
+    if (more > UINT32_MAX / 2 - q->len)
+        return -ENOMEM;
+    uint32_t cap = q->cap ? q->cap : QUEUE_MIN_CAP;
+    while (cap < q->len + more)
+        cap *= 2;
+    if (cap == q->cap)
+        return 0;
+    struct mcq_view *nv = mcq_arena_alloc(a, (size_t)cap * sizeof(*nv), 0);
+    if (!nv)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < q->len; i++)
+        nv[i] = *vq_at(q, i);
+    mcq_arena_free(a, q->v);
+    q->v = nv;
+    q->cap = cap;
+    q->head = 0;
+    return 0;
+}
+
 static struct mcq_view vq_pop(struct view_queue *q)
 {
     struct mcq_view v = q->v[q->head];
@@ -827,6 +849,33 @@ int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v)
         return -ENOMEM;
     c->out_bytes += v->len;
     *v = (struct mcq_view){0};
+    if (conn_queue_full(c))
+        c->want_writable = true;
+    mcq_shard_defer(c->m->sh, &c->turn);
+    return 0;
+}
+
+int mcq_conn_sendv(struct mcq_conn *c, struct mcq_view *v, unsigned n)
+{
+    if (c->state == CONN_CONNECTING)
+        return -ENOTCONN;
+    if (c->state != CONN_OPEN || c->shut_requested)
+        return -EPIPE;
+    if (conn_queue_full(c)) {
+        c->want_writable = true;
+        return -EAGAIN;
+    }
+    if (vq_reserve(c->m->arena, &c->out, n) < 0)
+        return -ENOMEM;
+    for (unsigned i = 0; i < n; i++) {
+        if (v[i].len == 0) {
+            mcq_view_unref(&v[i]);
+            continue;
+        }
+        vq_push(c->m->arena, &c->out, &v[i]);
+        c->out_bytes += v[i].len;
+        v[i] = (struct mcq_view){0};
+    }
     if (conn_queue_full(c))
         c->want_writable = true;
     mcq_shard_defer(c->m->sh, &c->turn);

@@ -97,6 +97,12 @@ int mcq_conn_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
  * close, -ENOMEM. */
 int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v);
 
+/* Queues v[0..n) as one unit (e.g. the header and body views of a whole message): all or
+ * none. Takes every view's reference on success (and empties them); on error the caller
+ * keeps all. Accepted while the queue is below its bounds, like mcq_conn_send. 0, -EAGAIN
+ * (on_writable follows), -ENOTCONN, -EPIPE, -ENOMEM. */
+int mcq_conn_sendv(struct mcq_conn *c, struct mcq_view *v, unsigned n);
+
 /* Whether a send would be accepted now (open and the queue below its bounds). */
 bool mcq_conn_writable(const struct mcq_conn *c);
 

@@ -1,0 +1,38 @@
+/* Inside patterns/: the layout of a message, its queue link and the copy-out rule.
+ *
+ * Copy-out rule: frames received from the wire are zero-copy slices of 16 KiB read pages.
+ * That is right while a message passes straight through (a callback that answers or
+ * forwards at once), but a small frame kept for long would pin its whole read page. So a
+ * message is unpinned (mcq_msg_unpin: every frame that mcq_view_pins_page says pins its
+ * page is copied into a right-sized page) whenever it is parked: when it waits in a
+ * peer's send queue because the connection cannot take it now (peer.c), when the socket
+ * layer queues it (receive queues, REQ/ROUTER holding), and before its frames are exported
+ * to another shard. Messages sent on at once are never copied. */
+#ifndef MCQ_PATTERNS_MSG_INT_H
+#define MCQ_PATTERNS_MSG_INT_H
+
+#include <stdint.h>
+
+#include "patterns/monocoque.h"
+#include "patterns/proto_shard.h"
+
+/* Frames kept inside the message itself; more go to an array from the shard's arena. */
+#define MCQ_MSG_INLINE_FRAMES 4u
+
+struct mcq_msg {
+    struct mcq_msg *next; /* free for whoever queues the message (one queue at a time) */
+    struct mcq_proto_shard *ps;
+    struct mcq_view *f; /* inl, or an arena array of cap views */
+    uint32_t n, cap;
+    uint64_t size; /* body bytes over all frames */
+    struct mcq_view inl[MCQ_MSG_INLINE_FRAMES];
+};
+
+/* Copies out every frame that pins a mostly unrelated page (see above). 0 or -ENOMEM (the
+ * frames copied so far stay copied; the message is intact either way). */
+int mcq_msg_unpin(struct mcq_msg *m);
+
+/* Appends an empty frame (a slice of the shard's shared empty page). 0 or -ENOMEM. */
+int mcq_msg_append_empty(struct mcq_msg *m);
+
+#endif

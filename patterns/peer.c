@@ -1,0 +1,857 @@
+/* One ZMTP peer: a connection, a session and the message assembly and output around them.
+ *
+ * Output. Everything the peer writes goes through one scratch page: session bytes
+ * (greeting, handshake, PONG, PING), subscriptions, frame headers, and bodies of at most
+ * COPY_BODY_MAX bytes are appended to it; a bigger body goes out as its own view. Bytes
+ * [sc_start, sc_used) of the scratch page are written but not yet handed to the connection.
+ * A data message is handed over whole with mcq_conn_sendv (unsent scratch bytes first, then
+ * its headers and bodies), so a full connection queue never splits a message and control
+ * bytes can always go in front of it. Only bytes past sc_used are ever written, so slices
+ * already queued on the connection are never touched.
+ *
+ * High-water marks (libzmq-like, per peer). A message counts against SNDHWM/SNDHWM_BYTES
+ * from mcq_peer_send until it is handed to the connection; then it is the connection's
+ * (bounded by its own sndq_max_bytes/views, like libzmq's kernel and encoder buffers). A
+ * send goes straight to the connection while nothing waits in the peer's queue and the
+ * connection takes it; else it waits in the queue (unpinned, see msg_int.h) and the queue
+ * moves on when the connection reports room. At the mark mcq_peer_send returns -EAGAIN;
+ * writable() follows once the queue is back to half the mark. Memory per peer is thus
+ * bounded by SNDHWM(_BYTES) + the connection's bound.
+ *
+ * Timers: one per peer. While connected it fires at mcq_zmtp_session_deadline (handshake
+ * deadline, PINGs, heartbeat timeouts); between connections it is the reconnect delay. */
+#include "patterns/peer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc/arena.h"
+#include "patterns/msg_int.h"
+#include "patterns/proto_shard.h"
+#include "runtime/endpoint.h"
+#include "runtime/log.h"
+#include "runtime/loop.h"
+#include "runtime/timer.h"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define SCRATCH_BYTES 4096u    /* scratch page size: many headers and small bodies per page */
+#define COPY_BODY_MAX 256u     /* bodies up to this size are copied next to their header */
+#define RECONNECT_JITTER_DIV 4 /* jitter adds up to 1/this of the reconnect delay */
+#define RECONNECT_MIN_MS 1u    /* RECONNECT_IVL 0 still yields to the loop between tries */
+#define NS_PER_MS 1000000ull
+
+struct mcq_peer {
+    struct mcq_peer *prev, *next; /* the shard's live list */
+    struct mcq_proto_shard *ps;
+    struct mcq_shard *sh;
+    const struct mcq_peer_cfg *cfg;
+    void *owner, *data;
+    struct mcq_conn *conn; /* NULL between connections */
+    char *endpoint;        /* connecting peers: the target (arena copy); NULL if accepted */
+
+    bool ready;          /* handshake done on the current connection */
+    bool opened;         /* the current connection opened (closed() is due when it ends) */
+    bool conn_ending;    /* mcq_conn_close was called on the current connection */
+    bool closing;        /* mcq_peer_close or runtime stop: no reconnect, freed when closed */
+    bool closed_pending; /* closing with no connection: closed() runs from `notify` */
+    bool in_closed;      /* inside ops->closed */
+    bool reconnect;      /* what mcq_peer_reconnecting answers */
+    bool refused;        /* the peer sent ERROR: never reconnect (libzmq) */
+    bool want_writable;  /* a send returned -EAGAIN */
+    int fail_reason;     /* our reason for ending the connection, reported over conn's */
+
+    struct mcq_timer timer;
+    struct mcq_deferred notify;
+    uint32_t backoff_ms; /* next reconnect delay before jitter */
+    uint64_t rng;
+
+    struct mcq_zmtp_config zcfg; /* cfg->zmtp with this peer's allocator */
+    struct mcq_zmtp_session sess;
+
+    struct mcq_view scratch;
+    uint32_t sc_start, sc_used;
+
+    struct mcq_msg *q_head, *q_tail; /* messages waiting for room on the connection */
+    unsigned q_msgs;
+    uint64_t q_bytes;
+
+    struct mcq_msg *rx; /* message being assembled */
+    char address[MCQ_ENDPOINT_TEXT_MAX];
+};
+
+static const struct mcq_conn_handler peer_connect_handler;
+
+/* --- the session's allocator: pages, handle = the page's ref ------------------------------ */
+
+static void *peer_alloc(void *user, size_t size, void **handle)
+{
+    struct mcq_peer *p = user;
+    struct mcq_view v;
+    if (mcq_page_alloc(p->ps->arena, size, &v) < 0)
+        return NULL;
+    *handle = v.ref;
+    return mcq_view_mut(&v);
+}
+
+static void peer_release(void *user, void *handle)
+{
+    (void)user;
+    struct mcq_view v = {.ref = handle};
+    mcq_view_unref(&v);
+}
+
+/* --- output ---------------------------------------------------------------------------------- */
+
+/* Makes room for `need` more scratch bytes, carrying unsent bytes to a new page if needed. */
+static int scratch_ensure(struct mcq_peer *p, size_t need)
+{
+    if (p->scratch.ref && p->scratch.len - p->sc_used >= need)
+        return 0;
+    uint32_t unsent = p->sc_used - p->sc_start;
+    size_t size = (size_t)unsent + need;
+    if (size < SCRATCH_BYTES)
+        size = SCRATCH_BYTES;
+    struct mcq_view v;
+    int rc = mcq_page_alloc(p->ps->arena, size, &v);
+    if (rc < 0)
+        return -ENOMEM;
+    if (unsent)
+        memcpy(mcq_view_mut(&v), mcq_view_data(&p->scratch) + p->sc_start, unsent);
+    mcq_view_unref(&p->scratch);
+    p->scratch = v;
+    p->sc_start = 0;
+    p->sc_used = unsent;
+    return 0;
+}
+
+static uint8_t *scratch_tail(struct mcq_peer *p)
+{
+    return mcq_view_mut(&p->scratch) + p->sc_used;
+}
+
+/* An output buffer over the free scratch room, for the session. */
+static int session_out(struct mcq_peer *p, struct mcq_zmtp_out *out)
+{
+    int rc = scratch_ensure(p, mcq_zmtp_session_out_reserve(&p->sess));
+    if (rc < 0)
+        return rc;
+    *out = (struct mcq_zmtp_out){scratch_tail(p), 0, p->scratch.len - p->sc_used};
+    return 0;
+}
+
+/* Hands the unsent scratch bytes to the connection; on -EAGAIN they wait for on_writable. */
+static void flush_ctl(struct mcq_peer *p)
+{
+    if (p->sc_used == p->sc_start || !p->conn || p->conn_ending || !p->opened)
+        return;
+    struct mcq_view v;
+    mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &v);
+    if (mcq_conn_send(p->conn, &v) == 0)
+        p->sc_start = p->sc_used;
+    else
+        mcq_view_unref(&v);
+}
+
+/* Room for n views in the shard's batch array. */
+static struct mcq_view *batch_get(struct mcq_proto_shard *ps, size_t n)
+{
+    if (n <= ps->batch_cap)
+        return ps->batch;
+    size_t cap = ps->batch_cap ? ps->batch_cap : 16;
+    while (cap < n)
+        cap *= 2;
+    struct mcq_view *b = mcq_arena_alloc(ps->arena, cap * sizeof(*b), 0);
+    if (!b)
+        return NULL;
+    mcq_arena_free(ps->arena, ps->batch);
+    ps->batch = b;
+    ps->batch_cap = (uint32_t)cap;
+    return b;
+}
+
+/* Hands the whole of m (with any unsent scratch bytes in front) to the connection in one
+ * unit. Borrows m. 0, -EAGAIN (nothing changed), -ENOMEM, or the connection's error. */
+static int push_msg(struct mcq_peer *p, const struct mcq_msg *m)
+{
+    size_t need = 0;
+    for (uint32_t i = 0; i < m->n; i++)
+        need += MCQ_ZMTP_HEADER_MAX + (m->f[i].len <= COPY_BODY_MAX ? m->f[i].len : 0);
+    if (scratch_ensure(p, need) < 0)
+        return -ENOMEM;
+    struct mcq_view *b = batch_get(p->ps, 2 * (size_t)m->n + 1);
+    if (!b)
+        return -ENOMEM;
+    uint32_t start = p->sc_start, used = p->sc_used;
+    unsigned nb = 0;
+    for (uint32_t i = 0; i < m->n; i++) {
+        const struct mcq_view *f = &m->f[i];
+        uint8_t flags = i + 1 < m->n ? MCQ_ZMTP_FLAG_MORE : 0;
+        p->sc_used += (uint32_t)mcq_zmtp_frame_header(scratch_tail(p), flags, f->len);
+        if (f->len <= COPY_BODY_MAX) {
+            if (f->len)
+                memcpy(scratch_tail(p), mcq_view_data(f), f->len);
+            p->sc_used += f->len;
+            continue;
+        }
+        mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &b[nb++]);
+        p->sc_start = p->sc_used;
+        b[nb++] = mcq_view_ref(f);
+    }
+    if (p->sc_used > p->sc_start)
+        mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &b[nb++]);
+    int rc = mcq_conn_sendv(p->conn, b, nb);
+    if (rc == 0) {
+        p->sc_start = p->sc_used;
+        return 0;
+    }
+    for (unsigned i = 0; i < nb; i++)
+        mcq_view_unref(&b[i]);
+    p->sc_start = start;
+    p->sc_used = used;
+    return rc;
+}
+
+static bool below(uint64_t n, uint64_t mark)
+{
+    return mark == 0 || n < mark;
+}
+
+static bool at_low_water(const struct mcq_peer *p)
+{
+    return (p->cfg->sndhwm == 0 || p->q_msgs <= p->cfg->sndhwm / 2) &&
+           (p->cfg->sndhwm_bytes == 0 || p->q_bytes <= p->cfg->sndhwm_bytes / 2);
+}
+
+static void queue_free(struct mcq_peer *p)
+{
+    while (p->q_head) {
+        struct mcq_msg *m = p->q_head;
+        p->q_head = m->next;
+        mcq_msg_free(m);
+    }
+    p->q_tail = NULL;
+    p->q_msgs = 0;
+    p->q_bytes = 0;
+}
+
+static void fail(struct mcq_peer *p, int rc);
+
+/* Moves queued messages to the connection while it takes them. */
+static void drain(struct mcq_peer *p)
+{
+    while (p->q_head && !p->conn_ending) {
+        struct mcq_msg *m = p->q_head;
+        int rc = push_msg(p, m);
+        if (rc == -EAGAIN)
+            return;
+        if (rc < 0) {
+            fail(p, rc);
+            return;
+        }
+        p->q_head = m->next;
+        if (!p->q_head)
+            p->q_tail = NULL;
+        p->q_msgs--;
+        p->q_bytes -= m->size;
+        mcq_msg_free(m);
+    }
+}
+
+/* --- connection lifecycle ----------------------------------------------------------------------
+ */
+
+static void arm_timer(struct mcq_peer *p)
+{
+    uint64_t d = mcq_zmtp_session_deadline(&p->sess);
+    if (d == UINT64_MAX) {
+        mcq_timer_stop(p->sh, &p->timer);
+        return;
+    }
+    if (mcq_timer_armed(&p->timer) && p->timer.deadline_ns <= d)
+        return;
+    uint64_t now = mcq_shard_now_ns(p->sh);
+    mcq_timer_start(p->sh, &p->timer, d > now ? d - now : 0, 0);
+}
+
+/* Ends the current connection because of rc (logged once), dropping queued output. */
+static void fail(struct mcq_peer *p, int rc)
+{
+    if (!p->conn || p->conn_ending)
+        return;
+    const char *why = mcq_zmtp_session_reason(&p->sess);
+    mcq_log_warn("peer %s: closing: %s (%s)", p->address[0] ? p->address : "?",
+                 why && why[0] ? why : "connection error", strerror(-rc));
+    if (rc == -ECONNREFUSED)
+        p->refused = true;
+    p->fail_reason = rc;
+    p->conn_ending = true;
+    /* A refused authentication still owes the client its ERROR command. */
+    flush_ctl(p);
+    mcq_conn_close(p->conn, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
+}
+
+/* Starts the session on a connection that just opened. */
+static int session_start(struct mcq_peer *p)
+{
+    struct mcq_sockaddr sa;
+    if (mcq_conn_peer(p->conn, &sa) < 0 ||
+        mcq_endpoint_format(&sa, p->address, sizeof(p->address)) < 0) {
+        if (p->endpoint)
+            snprintf(p->address, sizeof(p->address), "%s", p->endpoint);
+        else
+            p->address[0] = '\0';
+    }
+    memset(&p->sess, 0, sizeof(p->sess));
+    p->opened = true;
+    int rc = scratch_ensure(p, MCQ_ZMTP_GREETING_LEN);
+    if (rc < 0)
+        return rc;
+    struct mcq_zmtp_out out = {scratch_tail(p), 0, p->scratch.len - p->sc_used};
+    rc = mcq_zmtp_session_init(&p->sess, &p->zcfg, mcq_shard_now_ns(p->sh), &out);
+    if (rc < 0)
+        return rc;
+    mcq_zmtp_session_set_peer_address(&p->sess, p->address);
+    p->sc_used += (uint32_t)out.len;
+    flush_ctl(p);
+    arm_timer(p);
+    return 0;
+}
+
+/* Drops everything that belongs to one connection, so the next starts fresh. */
+static void conn_state_reset(struct mcq_peer *p)
+{
+    mcq_zmtp_session_release(&p->sess);
+    mcq_msg_free(p->rx);
+    p->rx = NULL;
+    queue_free(p);
+    mcq_view_unref(&p->scratch);
+    p->sc_start = p->sc_used = 0;
+    mcq_timer_stop(p->sh, &p->timer);
+    p->conn = NULL;
+    p->ready = false;
+    p->opened = false;
+    p->conn_ending = false;
+    p->fail_reason = 0;
+}
+
+static void peer_free(struct mcq_peer *p)
+{
+    struct mcq_proto_shard *ps = p->ps;
+    mcq_timer_stop(p->sh, &p->timer);
+    mcq_shard_undefer(p->sh, &p->notify);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        ps->live = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    mcq_arena_free(ps->arena, p->endpoint);
+    mcq_slab_free(&ps->peers, p);
+    mcq_proto_shard_settle(ps);
+}
+
+static uint32_t reconnect_delay(struct mcq_peer *p)
+{
+    uint32_t d = p->backoff_ms ? p->backoff_ms : RECONNECT_MIN_MS;
+    int max = p->cfg->reconnect_ivl_max_ms;
+    if (max > p->cfg->reconnect_ivl_ms) {
+        uint64_t next = (uint64_t)d * 2;
+        p->backoff_ms = next > (uint64_t)max ? (uint32_t)max : (uint32_t)next;
+    }
+    p->rng ^= p->rng << 13;
+    p->rng ^= p->rng >> 7;
+    p->rng ^= p->rng << 17;
+    return d + (uint32_t)(p->rng % (d / RECONNECT_JITTER_DIV + 1));
+}
+
+static bool will_reconnect(const struct mcq_peer *p)
+{
+    return p->endpoint && !p->closing && !p->refused && p->cfg->reconnect_ivl_ms >= 0 &&
+           !mcq_shard_stopping(p->sh);
+}
+
+/* The connection (or connect attempt) ended: report, then reconnect later or free. */
+static void conn_gone(struct mcq_peer *p, int reason)
+{
+    bool report = p->opened;
+    if (p->fail_reason)
+        reason = p->fail_reason;
+    conn_state_reset(p);
+    p->reconnect = will_reconnect(p);
+    if (report || !p->reconnect) {
+        const struct mcq_peer_ops *ops = p->cfg->ops;
+        p->in_closed = true;
+        if (ops->closed)
+            ops->closed(p, reason);
+        p->in_closed = false;
+    }
+    if (p->reconnect && !p->closing) {
+        mcq_timer_start(p->sh, &p->timer, (uint64_t)reconnect_delay(p) * NS_PER_MS, 0);
+        return;
+    }
+    peer_free(p);
+}
+
+static int connect_now(struct mcq_peer *p)
+{
+    struct mcq_conn_cfg cc = p->cfg->conn;
+    cc.handler = &peer_connect_handler;
+    cc.user = p;
+    struct mcq_conn *c;
+    int rc = mcq_conn_connect(p->sh, p->endpoint, &cc, p->cfg->connect_timeout_ms, &c);
+    if (rc == 0)
+        p->conn = c;
+    return rc;
+}
+
+/* --- input ----------------------------------------------------------------------------------- */
+
+static void on_auth(struct mcq_peer *p, const struct mcq_zmtp_event *ev)
+{
+    const struct mcq_zmtp_auth_request *a = ev->auth;
+    struct mcq_auth_request req = {
+        .domain = a->domain,
+        .address = a->address,
+        .mechanism = a->mechanism,
+        .username = a->n_credentials > 0 ? a->credentials[0] : NULL,
+        .username_len = a->n_credentials > 0 ? a->credentials_len[0] : 0,
+        .password = a->n_credentials > 1 ? a->credentials[1] : NULL,
+        .password_len = a->n_credentials > 1 ? a->credentials_len[1] : 0,
+    };
+    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : 200;
+    struct mcq_zmtp_out out;
+    int rc = session_out(p, &out);
+    if (rc == 0) {
+        rc = mcq_zmtp_session_auth_reply(&p->sess, status, &out);
+        p->sc_used += (uint32_t)out.len;
+    }
+    if (rc < 0)
+        fail(p, rc);
+}
+
+static void on_frame(struct mcq_peer *p, const struct mcq_view *in, const struct mcq_zmtp_event *ev)
+{
+    struct mcq_view v;
+    if (ev->handle) {
+        v = (struct mcq_view){.ref = ev->handle, .off = 0, .len = (uint32_t)ev->len};
+    } else if (ev->len) {
+        mcq_view_slice(in, (size_t)(ev->data - mcq_view_data(in)), ev->len, &v);
+    } else {
+        v = (struct mcq_view){0};
+    }
+    if (!p->rx)
+        p->rx = mcq_msg_new(p->sh);
+    int rc = -ENOMEM;
+    if (p->rx)
+        rc = v.ref ? mcq_msg_append_view(p->rx, &v) : mcq_msg_append_empty(p->rx);
+    if (rc < 0) {
+        mcq_view_unref(&v);
+        fail(p, rc);
+        return;
+    }
+    if (ev->more)
+        return;
+    struct mcq_msg *m = p->rx;
+    p->rx = NULL;
+    if (p->cfg->ops->msg)
+        p->cfg->ops->msg(p, m);
+    else
+        mcq_msg_free(m);
+}
+
+static void on_ready(struct mcq_peer *p)
+{
+    p->ready = true;
+    p->backoff_ms = p->cfg->reconnect_ivl_ms > 0 ? (uint32_t)p->cfg->reconnect_ivl_ms : 0;
+    if (p->cfg->ops->ready)
+        p->cfg->ops->ready(p);
+    if (p->want_writable && p->conn && !p->conn_ending) {
+        p->want_writable = false;
+        if (p->cfg->ops->writable)
+            p->cfg->ops->writable(p);
+    }
+}
+
+static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *in)
+{
+    (void)c;
+    struct mcq_peer *p = user;
+    if (!p || p->conn_ending)
+        return;
+    const uint8_t *data = mcq_view_data(in);
+    size_t len = mcq_view_len(in), off = 0;
+    uint64_t now = mcq_shard_now_ns(p->sh);
+    while (!p->conn_ending) {
+        struct mcq_zmtp_out out;
+        int rc = session_out(p, &out);
+        if (rc < 0) {
+            fail(p, rc);
+            break;
+        }
+        size_t used;
+        struct mcq_zmtp_event ev;
+        rc = mcq_zmtp_session_next(&p->sess, data + off, len - off, now, &out, &used, &ev);
+        p->sc_used += (uint32_t)out.len;
+        off += used;
+        if (rc == MCQ_ZMTP_EV_NONE) {
+            if (off == len || used == 0)
+                break;
+            continue;
+        }
+        if (rc == -ENOBUFS) {
+            /* session_out reserved what the session asks; a bigger need means a new page. */
+            if (scratch_ensure(p, p->scratch.len + 1) < 0) {
+                fail(p, -ENOMEM);
+                break;
+            }
+            continue;
+        }
+        if (rc < 0) {
+            fail(p, rc);
+            break;
+        }
+        switch (rc) {
+        case MCQ_ZMTP_EV_READY:
+            flush_ctl(p);
+            on_ready(p);
+            break;
+        case MCQ_ZMTP_EV_AUTH:
+            on_auth(p, &ev);
+            break;
+        case MCQ_ZMTP_EV_FRAME:
+            on_frame(p, in, &ev);
+            break;
+        case MCQ_ZMTP_EV_SUBSCRIPTION:
+            if (p->cfg->ops->subscription)
+                p->cfg->ops->subscription(p, ev.subscribe, ev.data, ev.len);
+            break;
+        default: /* PING (PONG already queued), PONG: traffic is all they mean here */
+            break;
+        }
+    }
+    flush_ctl(p);
+    if (p->conn && !p->conn_ending)
+        arm_timer(p);
+}
+
+static void peer_on_writable(struct mcq_conn *c, void *user)
+{
+    (void)c;
+    struct mcq_peer *p = user;
+    if (!p || p->conn_ending)
+        return;
+    flush_ctl(p);
+    drain(p);
+    if (p->want_writable && !p->conn_ending && at_low_water(p)) {
+        p->want_writable = false;
+        if (p->cfg->ops->writable)
+            p->cfg->ops->writable(p);
+    }
+}
+
+static void peer_on_close(struct mcq_conn *c, void *user, int reason)
+{
+    (void)c;
+    struct mcq_peer *p = user;
+    if (p)
+        conn_gone(p, reason);
+}
+
+static void peer_connect_opened(struct mcq_conn *c, void *user)
+{
+    (void)c;
+    struct mcq_peer *p = user;
+    int rc = session_start(p);
+    if (rc < 0)
+        fail(p, rc);
+}
+
+static const struct mcq_conn_handler peer_connect_handler = {
+    .on_open = peer_connect_opened,
+    .on_data = peer_on_data,
+    .on_writable = peer_on_writable,
+    .on_close = peer_on_close,
+};
+
+static void listener_on_open(struct mcq_conn *c, void *user)
+{
+    struct mcq_peer_listener *l = user;
+    if (l && l->accept)
+        l->accept(l, c);
+    if (mcq_conn_user(c) == l) {
+        /* Nobody took it. */
+        mcq_conn_set_user(c, NULL);
+        mcq_conn_close(c, MCQ_CLOSE_ABORT);
+    }
+}
+
+const struct mcq_conn_handler mcq_peer_listener_handler = {
+    .on_open = listener_on_open,
+    .on_data = peer_on_data,
+    .on_writable = peer_on_writable,
+    .on_close = peer_on_close,
+};
+
+/* --- timers and deferred notices ----------------------------------------------------------------
+ */
+
+static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
+{
+    struct mcq_peer *p = t->arg;
+    if (!p->conn) {
+        int rc = connect_now(p);
+        if (rc == 0)
+            return;
+        if (rc == -ESHUTDOWN) {
+            p->closing = true;
+            conn_gone(p, -ECANCELED);
+            return;
+        }
+        mcq_log_warn("peer %s: connect failed: %s; retrying", p->endpoint, strerror(-rc));
+        mcq_timer_start(sh, &p->timer, (uint64_t)reconnect_delay(p) * NS_PER_MS, 0);
+        return;
+    }
+    if (p->conn_ending || !p->opened)
+        return;
+    struct mcq_zmtp_out out;
+    int rc = session_out(p, &out);
+    if (rc == 0) {
+        rc = mcq_zmtp_session_tick(&p->sess, mcq_shard_now_ns(sh), &out);
+        p->sc_used += (uint32_t)out.len;
+    }
+    if (rc < 0 && rc != -ENOBUFS) {
+        fail(p, rc);
+        return;
+    }
+    flush_ctl(p);
+    arm_timer(p);
+}
+
+/* closed() for a peer that is closing with no connection, from the loop. */
+static void peer_notify(struct mcq_shard *sh, struct mcq_deferred *d)
+{
+    (void)sh;
+    struct mcq_peer *p = container_of(d, struct mcq_peer, notify);
+    if (!p->closed_pending)
+        return;
+    p->closed_pending = false;
+    conn_gone(p, p->fail_reason ? p->fail_reason : 0);
+}
+
+static void peers_stop(struct mcq_proto_shard *ps)
+{
+    for (struct mcq_peer *p = ps->live; p; p = p->next) {
+        p->closing = true;
+        if (!p->conn && !p->closed_pending) {
+            mcq_timer_stop(p->sh, &p->timer);
+            p->closed_pending = true;
+            p->fail_reason = -ECANCELED;
+            mcq_shard_defer(p->sh, &p->notify);
+        }
+    }
+}
+
+/* --- creation ----------------------------------------------------------------------------------
+ */
+
+static struct mcq_peer *peer_new(struct mcq_shard *sh, const struct mcq_peer_cfg *cfg, void *owner)
+{
+    struct mcq_proto_shard *ps = mcq_proto_shard_get(sh);
+    if (!ps)
+        return NULL;
+    if (!ps->peers_ready) {
+        if (mcq_slab_init(&ps->peers, ps->arena, sizeof(struct mcq_peer)) < 0)
+            return NULL;
+        ps->peers_ready = true;
+        ps->peers_stop = peers_stop;
+    }
+    struct mcq_peer *p = mcq_slab_alloc(&ps->peers);
+    if (!p)
+        return NULL;
+    memset(p, 0, sizeof(*p));
+    p->ps = ps;
+    p->sh = sh;
+    p->cfg = cfg;
+    p->owner = owner;
+    p->zcfg = cfg->zmtp;
+    p->zcfg.allocator = (struct mcq_zmtp_allocator){peer_alloc, peer_release, p};
+    mcq_timer_init(&p->timer, peer_timer, p);
+    p->notify.run = peer_notify;
+    p->backoff_ms = cfg->reconnect_ivl_ms > 0 ? (uint32_t)cfg->reconnect_ivl_ms : 0;
+    p->rng = ((uintptr_t)p ^ mcq_shard_now_ns(sh)) | 1;
+    p->next = ps->live;
+    if (ps->live)
+        ps->live->prev = p;
+    ps->live = p;
+    return p;
+}
+
+int mcq_peer_accept(struct mcq_conn *c, const struct mcq_peer_cfg *cfg, void *owner,
+                    struct mcq_peer **out)
+{
+    struct mcq_peer *p = peer_new(mcq_conn_shard(c), cfg, owner);
+    if (!p) {
+        mcq_conn_set_user(c, NULL);
+        mcq_conn_close(c, MCQ_CLOSE_ABORT);
+        return -ENOMEM;
+    }
+    p->conn = c;
+    mcq_conn_set_user(c, p);
+    int rc = session_start(p);
+    if (rc < 0) {
+        mcq_log_warn("peer %s: cannot start a session: %s", p->address, strerror(-rc));
+        mcq_conn_set_user(c, NULL);
+        mcq_conn_close(c, MCQ_CLOSE_ABORT);
+        conn_state_reset(p);
+        peer_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int mcq_peer_connect(struct mcq_shard *sh, const char *endpoint, const struct mcq_peer_cfg *cfg,
+                     void *owner, struct mcq_peer **out)
+{
+    struct mcq_endpoint ep;
+    int rc = mcq_endpoint_parse(endpoint, &ep);
+    if (rc < 0)
+        return rc;
+    struct mcq_peer *p = peer_new(sh, cfg, owner);
+    if (!p)
+        return -ENOMEM;
+    size_t n = strlen(endpoint) + 1;
+    p->endpoint = mcq_arena_alloc(p->ps->arena, n, 0);
+    if (!p->endpoint) {
+        peer_free(p);
+        return -ENOMEM;
+    }
+    memcpy(p->endpoint, endpoint, n);
+    rc = connect_now(p);
+    if (rc < 0) {
+        peer_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* --- sending and the rest ------------------------------------------------------------------------
+ */
+
+bool mcq_peer_writable(const struct mcq_peer *p)
+{
+    return p->ready && p->conn && !p->conn_ending && !p->closing &&
+           below(p->q_msgs, p->cfg->sndhwm) && below(p->q_bytes, p->cfg->sndhwm_bytes);
+}
+
+int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m)
+{
+    if (p->closing || (p->conn && p->conn_ending && !p->endpoint))
+        return -ENOTCONN;
+    if (!mcq_peer_writable(p)) {
+        p->want_writable = true;
+        return -EAGAIN;
+    }
+    if (!p->q_head) {
+        int rc = push_msg(p, m);
+        if (rc == 0) {
+            mcq_msg_free(m);
+            return 0;
+        }
+        if (rc != -EAGAIN)
+            return rc == -ENOMEM ? -ENOMEM : -ENOTCONN;
+    }
+    /* Parked: keep only its own bytes alive (a failed copy just keeps the page pinned). */
+    mcq_msg_unpin(m);
+    m->next = NULL;
+    if (p->q_tail)
+        p->q_tail->next = m;
+    else
+        p->q_head = m;
+    p->q_tail = m;
+    p->q_msgs++;
+    p->q_bytes += m->size;
+    return 0;
+}
+
+int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t *topic, size_t len)
+{
+    if (!p->ready || !p->conn || p->conn_ending)
+        return -ENOTCONN;
+    if (scratch_ensure(p, MCQ_ZMTP_SUB_HEADER_MAX + len) < 0)
+        return -ENOMEM;
+    uint8_t hdr[MCQ_ZMTP_SUB_HEADER_MAX];
+    size_t hl = mcq_zmtp_session_subscription_header(&p->sess, hdr, subscribe, len);
+    memcpy(scratch_tail(p), hdr, hl);
+    p->sc_used += (uint32_t)hl;
+    if (len)
+        memcpy(scratch_tail(p), topic, len);
+    p->sc_used += (uint32_t)len;
+    flush_ctl(p);
+    return 0;
+}
+
+void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
+{
+    if (p->in_closed) {
+        p->closing = true;
+        return;
+    }
+    p->closing = true;
+    if (p->conn) {
+        p->conn_ending = true;
+        if (how == MCQ_CLOSE_FLUSH)
+            flush_ctl(p);
+        mcq_conn_close(p->conn, how);
+        return;
+    }
+    if (!p->closed_pending) {
+        mcq_timer_stop(p->sh, &p->timer);
+        p->closed_pending = true;
+        mcq_shard_defer(p->sh, &p->notify);
+    }
+}
+
+bool mcq_peer_reconnecting(const struct mcq_peer *p)
+{
+    return p->reconnect && !p->closing;
+}
+
+void *mcq_peer_owner(const struct mcq_peer *p)
+{
+    return p->owner;
+}
+
+struct mcq_shard *mcq_peer_shard(const struct mcq_peer *p)
+{
+    return p->sh;
+}
+
+bool mcq_peer_is_ready(const struct mcq_peer *p)
+{
+    return p->ready;
+}
+
+void mcq_peer_info(const struct mcq_peer *p, struct mcq_peer_info *out)
+{
+    size_t n;
+    out->routing_id = mcq_zmtp_session_peer_identity(&p->sess, &n);
+    out->routing_id_len = n;
+    out->address = p->address;
+    out->socket_type = mcq_zmtp_session_peer_socket_type(&p->sess);
+    out->shard = mcq_shard_id(p->sh);
+}
+
+void *mcq_peer_get_data(const struct mcq_peer *p)
+{
+    return p->data;
+}
+
+void mcq_peer_set_data(struct mcq_peer *p, void *data)
+{
+    p->data = data;
+}

@@ -93,8 +93,8 @@ struct mcq_peer_info {
 /* A PLAIN authentication request (the ZAP fields of RFC 27 that PLAIN uses). Valid during
  * the callback only. */
 struct mcq_auth_request {
-    const char *domain;   /* ZAP_DOMAIN option, "" by default */
-    const char *address;  /* peer address */
+    const char *domain;    /* ZAP_DOMAIN option, "" by default */
+    const char *address;   /* peer address */
     const char *mechanism; /* "PLAIN" */
     const uint8_t *username;
     size_t username_len;
@@ -113,8 +113,8 @@ struct mcq_socket_handlers {
     /* A peer finished its handshake / went away (reason 0 or -errno). */
     void (*on_peer_up)(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
                        void *user);
-    void (*on_peer_down)(struct mcq_shard *sh, struct mcq_socket *s,
-                         const struct mcq_peer_info *p, int reason, void *user);
+    void (*on_peer_down)(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
+                         int reason, void *user);
     /* PLAIN server: return a ZAP status code, 200 to accept, 400 to refuse. NULL with
      * PLAIN_SERVER set accepts everyone (as libzmq with no ZAP handler). */
     unsigned (*on_auth)(struct mcq_shard *sh, struct mcq_socket *s,
@@ -183,6 +183,6 @@ void mcq_socket_close(struct mcq_socket *s);
 #define MCQ_HEARTBEAT_TIMEOUT 77   /* int ms; default = HEARTBEAT_IVL */
 #define MCQ_CONNECT_TIMEOUT 79     /* int ms; default 0 = the OS's */
 /* Monocoque's own. */
-#define MCQ_SNDHWM_BYTES 1000      /* int64 bytes queued per peer; default 16 MiB; 0 = none */
+#define MCQ_SNDHWM_BYTES 1000 /* int64 bytes queued per peer; default 16 MiB; 0 = none */
 
 #endif

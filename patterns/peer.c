@@ -78,7 +78,10 @@ struct mcq_peer {
     unsigned q_msgs;
     uint64_t q_bytes;
 
-    struct mcq_msg *rx; /* message being assembled */
+    struct mcq_msg *rx;   /* message being assembled */
+    bool paused;          /* mcq_peer_pause: no input is processed */
+    struct mcq_view held; /* input left over when the owner paused mid-view */
+    struct mcq_deferred resume_d;
     char address[MCQ_ENDPOINT_TEXT_MAX];
 };
 
@@ -176,6 +179,8 @@ static struct mcq_view *batch_get(struct mcq_proto_shard *ps, size_t n)
  * unit. Borrows m. 0, -EAGAIN (nothing changed), -ENOMEM, or the connection's error. */
 static int push_msg(struct mcq_peer *p, const struct mcq_msg *m)
 {
+    if (mcq_zmtp_session_wraps(&p->sess))
+        return -ENOTSUP; /* encrypting mechanisms (CURVE) are not wired to the peer yet */
     size_t need = 0;
     for (uint32_t i = 0; i < m->n; i++)
         need += MCQ_ZMTP_HEADER_MAX + (m->f[i].len <= COPY_BODY_MAX ? m->f[i].len : 0);
@@ -287,9 +292,9 @@ static void fail(struct mcq_peer *p, int rc)
     if (rc == -ECONNREFUSED)
         p->refused = true;
     p->fail_reason = rc;
-    p->conn_ending = true;
     /* A refused authentication still owes the client its ERROR command. */
     flush_ctl(p);
+    p->conn_ending = true;
     mcq_conn_close(p->conn, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
 }
 
@@ -330,6 +335,9 @@ static void conn_state_reset(struct mcq_peer *p)
     mcq_view_unref(&p->scratch);
     p->sc_start = p->sc_used = 0;
     mcq_timer_stop(p->sh, &p->timer);
+    mcq_view_unref(&p->held);
+    mcq_shard_undefer(p->sh, &p->resume_d);
+    p->paused = false;
     p->conn = NULL;
     p->ready = false;
     p->opened = false;
@@ -342,6 +350,7 @@ static void peer_free(struct mcq_peer *p)
     struct mcq_proto_shard *ps = p->ps;
     mcq_timer_stop(p->sh, &p->timer);
     mcq_shard_undefer(p->sh, &p->notify);
+    mcq_shard_undefer(p->sh, &p->resume_d);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -475,12 +484,10 @@ static void on_ready(struct mcq_peer *p)
     }
 }
 
-static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *in)
+/* Feeds received bytes to the session and acts on its events, until they run out, the
+ * connection ends or the owner pauses (then the rest is held for mcq_peer_resume). */
+static void process_input(struct mcq_peer *p, const struct mcq_view *in)
 {
-    (void)c;
-    struct mcq_peer *p = user;
-    if (!p || p->conn_ending)
-        return;
     const uint8_t *data = mcq_view_data(in);
     size_t len = mcq_view_len(in), off = 0;
     uint64_t now = mcq_shard_now_ns(p->sh);
@@ -531,10 +538,40 @@ static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *
         default: /* PING (PONG already queued), PONG: traffic is all they mean here */
             break;
         }
+        if (p->paused && !p->conn_ending) {
+            if (off < len)
+                mcq_view_slice(in, off, len - off, &p->held);
+            break;
+        }
     }
     flush_ctl(p);
     if (p->conn && !p->conn_ending)
         arm_timer(p);
+}
+
+static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *in)
+{
+    (void)c;
+    struct mcq_peer *p = user;
+    if (p && !p->conn_ending)
+        process_input(p, in);
+}
+
+/* mcq_peer_resume's work, from the loop: held input first, then the connection's. */
+static void peer_resume_run(struct mcq_shard *sh, struct mcq_deferred *d)
+{
+    (void)sh;
+    struct mcq_peer *p = container_of(d, struct mcq_peer, resume_d);
+    if (p->paused || !p->conn || p->conn_ending)
+        return;
+    if (p->held.ref) {
+        struct mcq_view h = p->held;
+        p->held = (struct mcq_view){0};
+        process_input(p, &h);
+        mcq_view_unref(&h);
+    }
+    if (!p->paused && p->conn && !p->conn_ending)
+        mcq_conn_resume(p->conn);
 }
 
 static void peer_on_writable(struct mcq_conn *c, void *user)
@@ -680,6 +717,7 @@ static struct mcq_peer *peer_new(struct mcq_shard *sh, const struct mcq_peer_cfg
     p->zcfg.allocator = (struct mcq_zmtp_allocator){peer_alloc, peer_release, p};
     mcq_timer_init(&p->timer, peer_timer, p);
     p->notify.run = peer_notify;
+    p->resume_d.run = peer_resume_run;
     p->backoff_ms = cfg->reconnect_ivl_ms > 0 ? (uint32_t)cfg->reconnect_ivl_ms : 0;
     p->rng = ((uintptr_t)p ^ mcq_shard_now_ns(sh)) | 1;
     p->next = ps->live;
@@ -775,6 +813,8 @@ int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m)
     p->q_tail = m;
     p->q_msgs++;
     p->q_bytes += m->size;
+    if (!below(p->q_msgs, p->cfg->sndhwm) || !below(p->q_bytes, p->cfg->sndhwm_bytes))
+        p->want_writable = true;
     return 0;
 }
 
@@ -803,9 +843,9 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
     }
     p->closing = true;
     if (p->conn) {
-        p->conn_ending = true;
         if (how == MCQ_CLOSE_FLUSH)
             flush_ctl(p);
+        p->conn_ending = true;
         mcq_conn_close(p->conn, how);
         return;
     }
@@ -814,6 +854,23 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
         p->closed_pending = true;
         mcq_shard_defer(p->sh, &p->notify);
     }
+}
+
+void mcq_peer_pause(struct mcq_peer *p)
+{
+    p->paused = true;
+    mcq_shard_undefer(p->sh, &p->resume_d);
+    if (p->conn && !p->conn_ending)
+        mcq_conn_pause(p->conn);
+}
+
+void mcq_peer_resume(struct mcq_peer *p)
+{
+    if (!p->paused)
+        return;
+    p->paused = false;
+    if (p->conn && !p->conn_ending)
+        mcq_shard_defer(p->sh, &p->resume_d);
 }
 
 bool mcq_peer_reconnecting(const struct mcq_peer *p)

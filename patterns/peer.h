@@ -44,13 +44,13 @@ struct mcq_peer_ops {
 /* Per-socket settings every peer of the socket shares (borrowed; must outlive the peers). */
 struct mcq_peer_cfg {
     const struct mcq_peer_ops *ops;
-    struct mcq_zmtp_config zmtp;   /* socket type, mechanism, identity, limits, timers */
-    struct mcq_conn_cfg conn;      /* keepalive, linger, send queue bytes */
-    unsigned sndhwm;               /* messages queued per peer; 0 = unlimited */
-    uint64_t sndhwm_bytes;         /* bytes queued per peer; 0 = unlimited */
-    int reconnect_ivl_ms;          /* -1 = never reconnect */
-    int reconnect_ivl_max_ms;      /* 0 = no backoff */
-    uint32_t connect_timeout_ms;   /* 0 = the OS's */
+    struct mcq_zmtp_config zmtp; /* socket type, mechanism, identity, limits, timers */
+    struct mcq_conn_cfg conn;    /* keepalive, linger, send queue bytes */
+    unsigned sndhwm;             /* messages queued per peer; 0 = unlimited */
+    uint64_t sndhwm_bytes;       /* bytes queued per peer; 0 = unlimited */
+    int reconnect_ivl_ms;        /* -1 = never reconnect */
+    int reconnect_ivl_max_ms;    /* 0 = no backoff */
+    uint32_t connect_timeout_ms; /* 0 = the OS's */
 };
 
 /* Starts a peer on a freshly accepted connection (from the listener's on_open). The peer
@@ -80,6 +80,13 @@ int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t
                                size_t len);
 /* Stops reconnecting and closes (FLUSH within linger, or ABORT); closed() follows. */
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how);
+
+/* Receive-side backpressure (RCVHWM): stops delivering this peer's messages at once, also
+ * the rest of the input being processed, so the sender feels TCP backpressure. Resume
+ * delivers held input first, from the loop (never inside the call). A new connection
+ * starts unpaused. */
+void mcq_peer_pause(struct mcq_peer *p);
+void mcq_peer_resume(struct mcq_peer *p);
 
 /* Inside closed(): whether the peer stays and reconnects (false: it is freed after
  * closed() returns). Calling mcq_peer_close inside closed() frees it with no further call. */

@@ -41,6 +41,21 @@ void mcq_runtime_stop(struct mcq_runtime *rt);
 /* Stops the shards if still running and frees everything. Non-shard thread. */
 void mcq_runtime_destroy(struct mcq_runtime *rt);
 
+/* True once a stop was asked for (mcq_runtime_stop, a signal, destroy): shards are closing
+ * and tasks posted from now on may never run. Any thread. */
+bool mcq_runtime_stopping(const struct mcq_runtime *rt);
+
+/* Teardown for objects of the layers above that span shards and may outlive the shards'
+ * loops (sockets the user never closed): mcq_runtime_destroy runs every registered cleanup
+ * once, newest first, after the shards stopped and drained and before any arena goes. */
+struct mcq_runtime_cleanup {
+    void (*run)(struct mcq_runtime_cleanup *c);
+    struct mcq_runtime_cleanup *_next;
+};
+/* Registers / unregisters c (borrowed until it ran or was removed). Non-shard thread. */
+void mcq_runtime_add_cleanup(struct mcq_runtime *rt, struct mcq_runtime_cleanup *c);
+void mcq_runtime_remove_cleanup(struct mcq_runtime *rt, struct mcq_runtime_cleanup *c);
+
 unsigned mcq_runtime_shard_count(const struct mcq_runtime *rt);
 
 /* A task runs on one shard, never concurrently with that shard's other work. */

@@ -658,6 +658,7 @@ static void runtime_free(struct mcq_runtime *rt)
     mcq_topology_free(rt->topo);
     pthread_mutex_destroy(&rt->start_lock);
     pthread_cond_destroy(&rt->start_cond);
+    pthread_mutex_destroy(&rt->cleanup_lock);
     free(rt);
     mcq_log_stop();
 }
@@ -685,6 +686,7 @@ int mcq_runtime_create(const struct mcq_config *cfg_in, struct mcq_runtime **out
     rt->stop_fd = -1;
     pthread_mutex_init(&rt->start_lock, NULL);
     pthread_cond_init(&rt->start_cond, NULL);
+    pthread_mutex_init(&rt->cleanup_lock, NULL);
     rc = mcq_topology_load(&rt->topo);
     if (rc < 0) {
         runtime_free(rt);
@@ -803,10 +805,42 @@ int mcq_runtime_run(struct mcq_runtime *rt)
     return 0;
 }
 
+bool mcq_runtime_stopping(const struct mcq_runtime *rt)
+{
+    return atomic_load_explicit(&rt->stop_requested, memory_order_acquire) != 0;
+}
+
+void mcq_runtime_add_cleanup(struct mcq_runtime *rt, struct mcq_runtime_cleanup *c)
+{
+    pthread_mutex_lock(&rt->cleanup_lock);
+    c->_next = rt->cleanups;
+    rt->cleanups = c;
+    pthread_mutex_unlock(&rt->cleanup_lock);
+}
+
+void mcq_runtime_remove_cleanup(struct mcq_runtime *rt, struct mcq_runtime_cleanup *c)
+{
+    pthread_mutex_lock(&rt->cleanup_lock);
+    for (struct mcq_runtime_cleanup **p = &rt->cleanups; *p; p = &(*p)->_next) {
+        if (*p == c) {
+            *p = c->_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->cleanup_lock);
+}
+
 void mcq_runtime_destroy(struct mcq_runtime *rt)
 {
     if (!rt)
         return;
     stop_and_drain(rt);
+    /* The shards are gone, so nothing else touches the list; a cleanup may free objects
+     * that held the registration. */
+    while (rt->cleanups) {
+        struct mcq_runtime_cleanup *c = rt->cleanups;
+        rt->cleanups = c->_next;
+        c->run(c);
+    }
     runtime_free(rt);
 }

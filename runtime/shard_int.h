@@ -89,6 +89,8 @@ struct mcq_runtime {
     pthread_mutex_t start_lock;
     pthread_cond_t start_cond;
     bool joined;
+    pthread_mutex_t cleanup_lock;
+    struct mcq_runtime_cleanup *cleanups; /* newest first */
 };
 
 static inline struct mcq_spsc *mcq_mesh_ring(struct mcq_runtime *rt, unsigned src, unsigned dst)

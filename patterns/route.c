@@ -1,0 +1,323 @@
+/* The socket types' rules on top of the partition services of socket.c (libzmq semantics,
+ * reference/zmtp.md section 8):
+ * - DEALER, PUSH: round-robin over every peer of the socket with room, on any shard;
+ *   -EAGAIN when none has room (never a silent drop). DEALER, PULL, PAIR deliver input
+ *   as it comes (the peers' per-turn read budgets give fair queueing).
+ * - REQ: per shard, strict alternation: a shard with a request out gets -EFSM until the
+ *   reply came; the request gets an empty delimiter and goes round-robin; only the reply
+ *   of the peer asked is delivered, on the shard that asked (the peer's owner remembers,
+ *   per peer, which shards wait, in wire order). If that peer goes away the shard may send
+ *   a new request (libzmq would wait for ever); on_writable tells it so.
+ * - REP: per shard, the envelope (frames up to and including the first empty one) is kept
+ *   and put back on the reply, which goes to the requester on this same shard; further
+ *   requests on the shard are held until the reply was sent.
+ * - ROUTER: input gets the peer's routing id as first frame; output routes on it (auto ids
+ *   decode to the owner in O(1), chosen ids through the bound-id table); unroutable or
+ *   full: dropped, or -EHOSTUNREACH / -EAGAIN with ROUTER_MANDATORY.
+ * - PAIR: the one peer that won the claim at shard 0. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "patterns/socket_int.h"
+#include "runtime/log.h"
+
+bool mcq_type_uses_lb(int type)
+{
+    return type == MCQ_DEALER || type == MCQ_PUSH || type == MCQ_REQ;
+}
+
+bool mcq_type_routes_remote(int type)
+{
+    return type != MCQ_PULL && type != MCQ_REP;
+}
+
+static const uint8_t *frame_bytes(const struct mcq_view *f)
+{
+    static const uint8_t empty[1];
+    return mcq_view_len(f) ? mcq_view_data(f) : empty;
+}
+
+static void deliver(struct mcq_part *pt, struct mcq_msg *m)
+{
+    struct mcq_socket *s = pt->s;
+    if (s->h.on_msg)
+        s->h.on_msg(pt->sh, s, m, s->h.user);
+    else
+        mcq_msg_free(m);
+}
+
+/* --- REQ ---------------------------------------------------------------------------------- */
+
+static int req_send(struct mcq_part *pt, struct mcq_msg *m)
+{
+    if (pt->req_busy)
+        return -EFSM;
+    int rc = mcq_msg_prepend(m, "", 0);
+    if (rc < 0)
+        return rc;
+    struct mcq_peer_ref r;
+    rc = mcq_part_lb_send(pt, m, true, &r);
+    if (rc < 0) {
+        mcq_msg_pop_front(m, NULL);
+        return rc;
+    }
+    pt->req_busy = true;
+    pt->req_to = r;
+    return 0;
+}
+
+static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
+{
+    struct mcq_part *pt = ps->pt;
+    const struct mcq_view *f0 = mcq_msg_frame(m, 0);
+    if (!f0 || mcq_view_len(f0) != 0 || mcq_msg_count(m) < 2) {
+        /* libzmq's req_session refuses such a reply and drops the connection. */
+        mcq_log_warn("REQ: reply without an empty delimiter; closing the peer");
+        mcq_msg_free(m);
+        ps->closing = true;
+        mcq_peer_close(ps->peer, MCQ_CLOSE_ABORT);
+        return;
+    }
+    if (ps->reqq_len == 0) {
+        mcq_msg_free(m);
+        return;
+    }
+    unsigned to = ps->reqq[ps->reqq_head];
+    ps->reqq_head = (ps->reqq_head + 1) % pt->s->n;
+    ps->reqq_len--;
+    mcq_msg_pop_front(m, NULL);
+    struct mcq_peer_ref from = mcq_pstate_ref(ps);
+    if (to == pt->id)
+        mcq_route_req_reply(pt, &from, m);
+    else
+        mcq_part_forward_reply(pt, to, &from, m);
+}
+
+void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m)
+{
+    if (!pt->req_busy || !mcq_peer_ref_eq(&pt->req_to, from)) {
+        mcq_msg_free(m);
+        return;
+    }
+    pt->req_busy = false;
+    deliver(pt, m);
+}
+
+/* --- REP ---------------------------------------------------------------------------------- */
+
+static void rep_deliver(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *env,
+                        struct mcq_msg *m)
+{
+    pt->rep_busy = true;
+    pt->rep_from = *from;
+    pt->rep_env = env;
+    deliver(pt, m);
+}
+
+static void rep_input(struct mcq_pstate *ps, struct mcq_msg *m)
+{
+    struct mcq_part *pt = ps->pt;
+    unsigned n = mcq_msg_count(m), i = 0;
+    while (i < n && mcq_view_len(mcq_msg_frame(m, i)) != 0)
+        i++;
+    if (i + 1 >= n) {
+        /* No delimiter, or nothing after it: libzmq's REP drops such a request. */
+        mcq_msg_free(m);
+        return;
+    }
+    struct mcq_msg *env = mcq_msg_new(pt->sh);
+    for (unsigned k = 0; env && k <= i; k++) {
+        struct mcq_view v;
+        mcq_msg_pop_front(m, &v);
+        if (mcq_msg_append_view(env, &v) < 0) {
+            mcq_view_unref(&v);
+            mcq_msg_free(env);
+            env = NULL;
+        }
+    }
+    if (!env) {
+        mcq_log_error("REP: out of memory keeping an envelope; request dropped");
+        mcq_msg_free(m);
+        return;
+    }
+    struct mcq_peer_ref from = mcq_pstate_ref(ps);
+    if (!pt->rep_busy && !pt->rep_hold.len) {
+        rep_deliver(pt, &from, env, m);
+        return;
+    }
+    struct mcq_held *h = malloc(sizeof(*h));
+    if (!h) {
+        mcq_log_error("REP: out of memory holding a request; dropped");
+        mcq_msg_free(env);
+        mcq_msg_free(m);
+        return;
+    }
+    *h = (struct mcq_held){.m = m, .env = env, .ref = from};
+    mcq_heldq_push(&pt->rep_hold, h);
+}
+
+void mcq_route_rep_next(struct mcq_shard *sh, struct mcq_deferred *d)
+{
+    (void)sh;
+    struct mcq_part *pt = (struct mcq_part *)((char *)d - offsetof(struct mcq_part, rep_next));
+    if (pt->closing || pt->rep_busy)
+        return;
+    struct mcq_held *h = mcq_heldq_pop(&pt->rep_hold);
+    if (!h)
+        return;
+    rep_deliver(pt, &h->ref, h->env, h->m);
+    free(h);
+    if (!pt->rep_busy && pt->rep_hold.len)
+        mcq_shard_defer(pt->sh, &pt->rep_next);
+}
+
+static void pop_frames(struct mcq_msg *m, unsigned k)
+{
+    while (k--)
+        mcq_msg_pop_front(m, NULL);
+}
+
+static int rep_send(struct mcq_part *pt, struct mcq_msg *m)
+{
+    if (!pt->rep_busy)
+        return -EFSM;
+    unsigned k = mcq_msg_count(pt->rep_env);
+    for (unsigned j = k; j-- > 0;) {
+        const struct mcq_view *f = mcq_msg_frame(pt->rep_env, j);
+        int rc = mcq_msg_prepend(m, frame_bytes(f), mcq_view_len(f));
+        if (rc < 0) {
+            pop_frames(m, k - 1 - j);
+            return rc;
+        }
+    }
+    int rc = mcq_part_route(pt, &pt->rep_from, m, false);
+    if (rc < 0 && rc != -EHOSTUNREACH) {
+        pop_frames(m, k);
+        if (rc == -EAGAIN)
+            pt->want_writable = true;
+        return rc;
+    }
+    if (rc == -EHOSTUNREACH) /* the requester left: its reply is dropped, as libzmq does */
+        mcq_msg_free(m);
+    pt->rep_busy = false;
+    mcq_msg_free(pt->rep_env);
+    pt->rep_env = NULL;
+    if (pt->rep_hold.len)
+        mcq_shard_defer(pt->sh, &pt->rep_next);
+    return 0;
+}
+
+/* --- ROUTER, PAIR ------------------------------------------------------------------------- */
+
+static int router_send(struct mcq_part *pt, struct mcq_msg *m)
+{
+    bool mandatory = atomic_load_explicit(&pt->s->mandatory, memory_order_relaxed);
+    if (mcq_msg_count(m) < 2) {
+        /* An id frame without a body is discarded by libzmq too (test_invalid_rep). */
+        mcq_msg_free(m);
+        return 0;
+    }
+    const struct mcq_view *f0 = mcq_msg_frame(m, 0);
+    struct mcq_peer_ref r;
+    if (!mcq_part_resolve(pt, frame_bytes(f0), mcq_view_len(f0), &r)) {
+        if (mandatory)
+            return -EHOSTUNREACH;
+        mcq_msg_free(m);
+        return 0;
+    }
+    struct mcq_view id;
+    mcq_msg_pop_front(m, &id);
+    int rc = mcq_part_route(pt, &r, m, false);
+    if (rc == 0 || (!mandatory && (rc == -EAGAIN || rc == -EHOSTUNREACH))) {
+        if (rc < 0)
+            mcq_msg_free(m);
+        mcq_view_unref(&id);
+        return 0;
+    }
+    int prc = mcq_msg_prepend(m, frame_bytes(&id), mcq_view_len(&id));
+    mcq_view_unref(&id);
+    if (prc < 0)
+        return prc;
+    if (rc == -EAGAIN)
+        pt->want_writable = true;
+    return rc;
+}
+
+static int pair_send(struct mcq_part *pt, struct mcq_msg *m)
+{
+    struct mcq_peer_ref r;
+    int rc = -EAGAIN;
+    if (mcq_part_resolve(pt, (const uint8_t *)"", 0, &r))
+        rc = mcq_part_route(pt, &r, m, false);
+    if (rc == -EHOSTUNREACH)
+        rc = -EAGAIN;
+    if (rc == -EAGAIN)
+        pt->want_writable = true;
+    return rc;
+}
+
+int mcq_route_send(struct mcq_part *pt, struct mcq_msg *m)
+{
+    switch (pt->s->type) {
+    case MCQ_DEALER:
+    case MCQ_PUSH:
+        return mcq_part_lb_send(pt, m, false, NULL);
+    case MCQ_REQ:
+        return req_send(pt, m);
+    case MCQ_REP:
+        return rep_send(pt, m);
+    case MCQ_ROUTER:
+        return router_send(pt, m);
+    case MCQ_PAIR:
+        return pair_send(pt, m);
+    default:
+        return -ENOTSUP;
+    }
+}
+
+void mcq_route_input(struct mcq_pstate *ps, struct mcq_msg *m)
+{
+    struct mcq_part *pt = ps->pt;
+    switch (pt->s->type) {
+    case MCQ_ROUTER:
+        if (mcq_msg_prepend(m, ps->id, ps->id_len) < 0) {
+            mcq_log_error("ROUTER: out of memory adding a routing id; message dropped");
+            mcq_msg_free(m);
+            return;
+        }
+        deliver(pt, m);
+        return;
+    case MCQ_REQ:
+        req_input(ps, m);
+        return;
+    case MCQ_REP:
+        rep_input(ps, m);
+        return;
+    case MCQ_PUSH:
+        /* A PUSH has nothing to receive; its peers (PULL) never send data. */
+        mcq_msg_free(m);
+        return;
+    default:
+        deliver(pt, m);
+        return;
+    }
+}
+
+void mcq_route_peer_gone(struct mcq_part *pt, const struct mcq_peer_ref *r)
+{
+    if (pt->s->type == MCQ_REQ && pt->req_busy && mcq_peer_ref_eq(&pt->req_to, r)) {
+        pt->req_busy = false;
+        pt->want_writable = true;
+        mcq_part_fire_writable(pt);
+    }
+}
+
+void mcq_route_close(struct mcq_part *pt)
+{
+    mcq_shard_undefer(pt->sh, &pt->rep_next);
+    mcq_heldq_free(&pt->rep_hold);
+    mcq_msg_free(pt->rep_env);
+    pt->rep_env = NULL;
+    pt->rep_busy = false;
+    pt->req_busy = false;
+}

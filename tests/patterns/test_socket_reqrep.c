@@ -1,0 +1,215 @@
+/* REQ and REP against libzmq, both directions, TCP and IPC: envelopes (REQ -> ROUTER,
+ * DEALER -> REP, DEALER -> our REP with a multi-frame envelope), round robin over five REPs,
+ * strict alternation (-EFSM). */
+#include "socket_util.h"
+
+TestSuite(socket_reqrep, .init = t_setup, .fini = t_teardown, .timeout = 60);
+
+/* libzmq REQ -> our REP, which echoes from the shard the request arrived on. */
+static void rep_serves(const char *transport)
+{
+    char ep[256];
+    t_socket(MCQ_REP);
+    app.echo = true;
+    t_bind(transport, ep, sizeof(ep));
+    void *q = z_socket(ZMQ_REQ);
+    cr_assert_eq(zmq_connect(q, ep), 0);
+    for (int i = 0; i < 3; i++) {
+        char body[16];
+        snprintf(body, sizeof(body), "req%d", i);
+        z_send_strs(q, body, "more", NULL);
+        struct t_rx r;
+        cr_assert(z_recv(q, &r), "no reply %d", i);
+        cr_assert_eq(r.n, 2);
+        cr_assert(rx_frame_is(&r, 0, body) && rx_frame_is(&r, 1, "more"));
+        z_rx_clear(&r);
+        struct t_rx *in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in);
+        cr_assert_eq(in->n, 2, "the app sees the body only");
+        t_free_rx(in);
+    }
+    cr_assert_eq(app.echo_fail, 0);
+    zmq_close(q);
+}
+
+Test(socket_reqrep, rep_serves_libzmq_req_tcp)
+{
+    rep_serves("tcp");
+}
+
+Test(socket_reqrep, rep_serves_libzmq_req_ipc)
+{
+    rep_serves("ipc");
+}
+
+/* Our REQ -> libzmq REP; a second request before the reply is -EFSM. */
+static void req_asks(const char *transport)
+{
+    char ep[256];
+    void *p = z_socket(ZMQ_REP);
+    z_bind(p, transport, ep, sizeof(ep));
+    t_socket(MCQ_REQ);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    for (int i = 0; i < 3; i++) {
+        struct t_send j = {.nf = 1, .f = {"ping"}, .len = {4}};
+        unsigned sh = (unsigned)i % T_SHARDS;
+        cr_assert_eq(t_send_job_wait(sh, &j), 0);
+        cr_assert_eq(t_send_strs(sh, "again", NULL), -EFSM, "strict alternation");
+        struct t_rx r;
+        cr_assert(z_recv(p, &r));
+        cr_assert_eq(r.n, 1, "libzmq REP strips our delimiter");
+        cr_assert(rx_frame_is(&r, 0, "ping"));
+        z_rx_clear(&r);
+        z_send_strs(p, "pong", NULL);
+        struct t_rx *in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in);
+        cr_assert_eq(in->n, 1);
+        cr_assert(rx_frame_is(in, 0, "pong"));
+        cr_assert_eq(in->shard, sh, "the reply comes back on the shard that asked");
+        t_free_rx(in);
+    }
+    zmq_close(p);
+}
+
+Test(socket_reqrep, req_asks_libzmq_rep_tcp)
+{
+    req_asks("tcp");
+}
+
+Test(socket_reqrep, req_asks_libzmq_rep_ipc)
+{
+    req_asks("ipc");
+}
+
+/* spec_req test_req_message_format: our REQ's request reaches a libzmq ROUTER as
+ * [id][empty][ABC][DEF]; the reply [id][empty][GHI] arrives as GHI. */
+Test(socket_reqrep, req_message_format_at_router)
+{
+    char ep[256];
+    void *r = z_socket(ZMQ_ROUTER);
+    z_bind(r, "tcp", ep, sizeof(ep));
+    t_socket(MCQ_REQ);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    struct t_send j = {.nf = 2, .f = {"ABC", "DEF"}, .len = {3, 3}};
+    cr_assert_eq(t_send_job_wait(2, &j), 0);
+    struct t_rx m;
+    cr_assert(z_recv(r, &m));
+    cr_assert_eq(m.n, 4);
+    cr_assert_gt(m.len[0], 0);
+    cr_assert_eq(m.len[1], 0, "empty delimiter");
+    cr_assert(rx_frame_is(&m, 2, "ABC") && rx_frame_is(&m, 3, "DEF"));
+    cr_assert_geq(zmq_send(r, m.data[0], m.len[0], ZMQ_SNDMORE), 0);
+    z_rx_clear(&m);
+    cr_assert_geq(zmq_send(r, "", 0, ZMQ_SNDMORE), 0);
+    z_send_strs(r, "GHI", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert_eq(in->n, 1);
+    cr_assert(rx_frame_is(in, 0, "GHI"));
+    t_free_rx(in);
+    zmq_close(r);
+}
+
+/* spec_rep test_envelope: a libzmq DEALER sends [X][Y][empty][A]; our REP's app sees A and
+ * the reply goes back as [X][Y][empty][A]. */
+Test(socket_reqrep, rep_keeps_envelope)
+{
+    char ep[256];
+    t_socket(MCQ_REP);
+    app.echo = true;
+    t_bind("tcp", ep, sizeof(ep));
+    void *d = z_socket(ZMQ_DEALER);
+    cr_assert_eq(zmq_connect(d, ep), 0);
+    cr_assert_geq(zmq_send(d, "X", 1, ZMQ_SNDMORE), 0);
+    cr_assert_geq(zmq_send(d, "Y", 1, ZMQ_SNDMORE), 0);
+    cr_assert_geq(zmq_send(d, "", 0, ZMQ_SNDMORE), 0);
+    z_send_strs(d, "A", NULL);
+    struct t_rx r;
+    cr_assert(z_recv(d, &r));
+    cr_assert_eq(r.n, 4);
+    cr_assert(rx_frame_is(&r, 0, "X") && rx_frame_is(&r, 1, "Y") && r.len[2] == 0 &&
+              rx_frame_is(&r, 3, "A"));
+    z_rx_clear(&r);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert_eq(in->n, 1);
+    cr_assert(rx_frame_is(in, 0, "A"));
+    t_free_rx(in);
+    /* A request without a delimiter is dropped; the next good one is served. */
+    z_send_strs(d, "nodelim", NULL);
+    cr_assert_geq(zmq_send(d, "", 0, ZMQ_SNDMORE), 0);
+    z_send_strs(d, "B", NULL);
+    cr_assert(z_recv(d, &r));
+    cr_assert_eq(r.n, 2);
+    cr_assert(rx_frame_is(&r, 1, "B"));
+    z_rx_clear(&r);
+    zmq_close(d);
+}
+
+/* Our DEALER speaks to a libzmq REP by adding the delimiter itself. */
+Test(socket_reqrep, dealer_to_libzmq_rep)
+{
+    char ep[256];
+    void *p = z_socket(ZMQ_REP);
+    z_bind(p, "ipc", ep, sizeof(ep));
+    t_socket(MCQ_DEALER);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    struct t_send j = {.nf = 2, .f = {"", "A"}, .len = {0, 1}};
+    cr_assert_eq(t_send_job_wait(3, &j), 0);
+    struct t_rx r;
+    cr_assert(z_recv(p, &r));
+    cr_assert_eq(r.n, 1);
+    cr_assert(rx_frame_is(&r, 0, "A"));
+    z_rx_clear(&r);
+    z_send_strs(p, "B", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert_eq(in->n, 2);
+    cr_assert(in->len[0] == 0 && rx_frame_is(in, 1, "B"));
+    t_free_rx(in);
+    zmq_close(p);
+}
+
+/* spec_req test_round_robin_out: our REQ binds, five libzmq REPs connect (spread over the
+ * shards); five request/reply cycles from one shard reach every REP once. */
+Test(socket_reqrep, req_round_robin_out)
+{
+    char ep[256];
+    enum { N = 5 };
+    t_socket(MCQ_REQ);
+    t_bind("tcp", ep, sizeof(ep));
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = z_socket(ZMQ_REP);
+        cr_assert_eq(zmq_connect(p[i], ep), 0);
+    }
+    cr_assert(t_wait_count(&app.ups, N, T_WAIT_S));
+    cr_assert(t_wait_lb(1, N), "shard 1 never saw every peer");
+    int hits[N] = {0};
+    for (int c = 0; c < N; c++) {
+        cr_assert_eq(t_send_strs(1, "ABC", NULL), 0);
+        /* Whichever REP got it answers; find it without blocking on the others. */
+        zmq_pollitem_t items[N];
+        for (int i = 0; i < N; i++)
+            items[i] = (zmq_pollitem_t){.socket = p[i], .events = ZMQ_POLLIN};
+        cr_assert_eq(zmq_poll(items, N, T_ZMQ_TIMEOUT_MS), 1, "exactly one REP has it");
+        int who = -1;
+        for (int i = 0; i < N; i++)
+            if (items[i].revents & ZMQ_POLLIN)
+                who = i;
+        struct t_rx r;
+        cr_assert(z_recv(p[who], &r));
+        cr_assert(rx_frame_is(&r, 0, "ABC"));
+        z_rx_clear(&r);
+        hits[who]++;
+        z_send_strs(p[who], "DEF", NULL);
+        struct t_rx *in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in);
+        cr_assert(rx_frame_is(in, 0, "DEF"));
+        t_free_rx(in);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(hits[i], 1, "REP %d served %d requests", i, hits[i]);
+        zmq_close(p[i]);
+    }
+}

@@ -1,0 +1,173 @@
+/* ROUTER and DEALER against libzmq, both directions, TCP and IPC; routing ids (auto and
+ * peer-chosen) across shards; ROUTER_MANDATORY; option checks. */
+#include "socket_util.h"
+
+TestSuite(socket_router, .init = t_setup, .fini = t_teardown, .timeout = 60);
+
+/* libzmq DEALER connects to our ROUTER (echo): the reply routes by the auto id. */
+static void router_echo(const char *transport)
+{
+    char ep[256];
+    t_socket(MCQ_ROUTER);
+    app.echo = true;
+    t_bind(transport, ep, sizeof(ep));
+    void *d = z_socket(ZMQ_DEALER);
+    cr_assert_eq(zmq_connect(d, ep), 0);
+    z_send_strs(d, "hello", "world", NULL);
+    struct t_rx r;
+    cr_assert(z_recv(d, &r), "no echo");
+    cr_assert_eq(r.n, 2);
+    cr_assert(rx_frame_is(&r, 0, "hello") && rx_frame_is(&r, 1, "world"));
+    z_rx_clear(&r);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert_eq(in->n, 3, "id + 2 frames");
+    cr_assert_eq(in->len[0], MCQ_AUTO_ID_LEN);
+    cr_assert_eq(in->data[0][0], 0, "auto ids start with 0x00");
+    t_free_rx(in);
+    cr_assert_eq(app.echo_fail, 0);
+    zmq_close(d);
+}
+
+Test(socket_router, echo_tcp)
+{
+    router_echo("tcp");
+}
+
+Test(socket_router, echo_ipc)
+{
+    router_echo("ipc");
+}
+
+/* Our DEALER connects to a libzmq ROUTER, which answers through the id it saw. */
+static void dealer_to_router(const char *transport)
+{
+    char ep[256];
+    void *r = z_socket(ZMQ_ROUTER);
+    z_bind(r, transport, ep, sizeof(ep));
+    t_socket(MCQ_DEALER);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_ROUTING_ID, "dlr", 3), 0);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    struct t_send j = {.nf = 2, .f = {"A", "B"}, .len = {1, 1}};
+    cr_assert_eq(t_send_job_wait(0, &j), 0);
+    struct t_rx m;
+    cr_assert(z_recv(r, &m));
+    cr_assert_eq(m.n, 3);
+    cr_assert(rx_frame_is(&m, 0, "dlr"), "our ROUTING_ID reaches libzmq");
+    cr_assert(rx_frame_is(&m, 1, "A") && rx_frame_is(&m, 2, "B"));
+    z_rx_clear(&m);
+    z_send_strs(r, "dlr", "reply", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert_eq(in->n, 1);
+    cr_assert(rx_frame_is(in, 0, "reply"));
+    cr_assert_eq(in->shard, app.up_shard, "delivered on the peer's shard");
+    t_free_rx(in);
+    zmq_close(r);
+}
+
+Test(socket_router, dealer_to_libzmq_router_tcp)
+{
+    dealer_to_router("tcp");
+}
+
+Test(socket_router, dealer_to_libzmq_router_ipc)
+{
+    dealer_to_router("ipc");
+}
+
+/* Five libzmq DEALERs with chosen ids spread over the shards: each message arrives with its
+ * sender's id; a reply sent from every shard to every id reaches the right DEALER. */
+Test(socket_router, chosen_ids_route_from_any_shard)
+{
+    char ep[256];
+    t_socket(MCQ_ROUTER);
+    t_bind("tcp", ep, sizeof(ep));
+    enum { N = 5 };
+    void *d[N];
+    char id[N][2];
+    for (int i = 0; i < N; i++) {
+        d[i] = z_socket(ZMQ_DEALER);
+        id[i][0] = (char)('A' + i);
+        id[i][1] = 0;
+        zmq_setsockopt(d[i], ZMQ_ROUTING_ID, id[i], 1);
+        cr_assert_eq(zmq_connect(d[i], ep), 0);
+    }
+    for (int i = 0; i < N; i++)
+        z_send_strs(d[i], "M", NULL);
+    bool seen[N] = {0};
+    for (int i = 0; i < N; i++) {
+        struct t_rx *in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in);
+        cr_assert_eq(in->n, 2);
+        cr_assert_eq(in->len[0], 1);
+        int k = in->data[0][0] - 'A';
+        cr_assert(k >= 0 && k < N && !seen[k]);
+        seen[k] = true;
+        cr_assert(rx_frame_is(in, 1, "M"));
+        t_free_rx(in);
+    }
+    /* The id bindings reach every shard through the arbiter; retry until routable. */
+    t_setopt_int(MCQ_ROUTER_MANDATORY, 1);
+    for (unsigned sh = 0; sh < T_SHARDS; sh++) {
+        for (int i = 0; i < N; i++) {
+            char body[8];
+            snprintf(body, sizeof(body), "%u", sh);
+            struct t_send j = {.nf = 2, .f = {id[i], body}, .len = {1, strlen(body)}};
+            int rc;
+            struct timespec until, now;
+            t_deadline(&until, T_WAIT_S);
+            while ((rc = t_send_job(sh, &j)) == -EHOSTUNREACH) {
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                cr_assert(now.tv_sec <= until.tv_sec, "id %s never routable on shard %u", id[i],
+                          sh);
+                sched_yield();
+            }
+            cr_assert_eq(rc, 0);
+            struct t_rx m;
+            cr_assert(z_recv(d[i], &m), "dealer %d got nothing from shard %u", i, sh);
+            cr_assert(rx_frame_is(&m, 0, body));
+            z_rx_clear(&m);
+        }
+    }
+    for (int i = 0; i < N; i++)
+        zmq_close(d[i]);
+}
+
+Test(socket_router, mandatory_unknown_id)
+{
+    t_socket(MCQ_ROUTER);
+    cr_assert_eq(t_send_strs(1, "nobody", "x", NULL), 0, "silently dropped by default");
+    t_setopt_int(MCQ_ROUTER_MANDATORY, 1);
+    cr_assert_eq(t_send_strs(1, "nobody", "x", NULL), -EHOSTUNREACH);
+    struct t_send j = {.nf = 2, .f = {"\0\0\0\0\1", "x"}, .len = {5, 1}};
+    cr_assert_eq(t_send_job(2, &j), -EHOSTUNREACH, "an auto id of nobody");
+}
+
+Test(socket_router, options_by_type)
+{
+    t_socket(MCQ_PUSH);
+    int one = 1;
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_ROUTER_MANDATORY, &one, sizeof(one)), -ENOTSUP);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_ROUTING_ID, "x", 1), -ENOTSUP);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_RCVHWM, &one, sizeof(one)), -ENOTSUP);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_SNDHWM, &one, sizeof(one)), 0);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_SNDHWM, &one, 2), -EINVAL);
+    int v = 0;
+    size_t len = sizeof(v);
+    cr_assert_eq(mcq_getsockopt(app.s, MCQ_SNDHWM, &v, &len), 0);
+    cr_assert_eq(v, 1);
+    len = sizeof(v);
+    cr_assert_eq(mcq_getsockopt(app.s, MCQ_LINGER, &v, &len), 0);
+    cr_assert_eq(v, -1, "libzmq's default LINGER");
+    cr_assert_eq(mcq_connect(app.s, "tcp://*:5555"), -EINVAL);
+    cr_assert_eq(mcq_connect(app.s, "bogus://x"), -EPROTONOSUPPORT);
+    struct mcq_socket *pull;
+    cr_assert_eq(mcq_socket_create(app.rt, MCQ_PULL, &(struct mcq_socket_handlers){0}, &pull), 0);
+    cr_assert_eq(mcq_setsockopt(pull, MCQ_SNDHWM, &one, sizeof(one)), -ENOTSUP);
+    mcq_socket_close(pull);
+    struct mcq_socket *sub;
+    cr_assert_eq(mcq_socket_create(app.rt, MCQ_SUB, &(struct mcq_socket_handlers){0}, &sub),
+                 -ENOTSUP);
+}

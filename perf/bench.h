@@ -35,7 +35,8 @@ void bench_register(struct bench_def *def);
         bench_register(&bench_def_##fn_);                                                          \
     }
 
-/* One flat record: {"bench":B,"impl":I, key: value, ...}. Start it, add fields, end it.
+/* One flat record: {"bench":B,"impl":I, key: value, ...}. Start it, add fields, end it; a
+ * number that is not finite (not measured) becomes null.
  * Ending prints one table row and keeps the record for --json. */
 struct bench_rec;
 struct bench_rec *bench_rec_begin(const char *bench, const char *impl);

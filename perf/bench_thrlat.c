@@ -40,6 +40,7 @@
 #define EXIT_TIMEOUT_MS 5000      /* for a tool to exit once it reported */
 #define LAT_BUDGET_US_PER_RTT 500 /* generous round trip bound for the result timeout */
 #define REAP_POLL_NS 5000000L
+#define POLL_SLICE_MS 100     /* longest single wait, to notice a partner's exit */
 #define PARTNER_GRACE_MS 2000 /* to read a result still in the pipe once the partner exited */
 #define LINE_MAX_LEN 512
 #define PATH_LEN 4096
@@ -63,13 +64,14 @@ struct tool_proc {
     pid_t pid;  /* 0 once collected */
     int status; /* waitpid status once collected */
     int fd;     /* read end of the tool's result lines */
+    int err_fd; /* read end of its stderr when quiet, else -1 */
     char buf[LINE_MAX_LEN];
     size_t len;
 };
 
 /* One measurement's outcome; NAN fields mean it failed. */
 struct thr_res {
-    double msgs_per_s, mb_per_s, allocs_per_msg;
+    double msgs_per_s, mb_per_s, allocs_per_msg, sender_allocs_per_msg;
 };
 struct lat_res {
     double p50_us, p99_us, p999_us, allocs_per_msg;
@@ -96,10 +98,14 @@ struct spawn_opts {
     unsigned cpu; /* nth allowed CPU */
     uint64_t window_ms, warmup;
     unsigned spin_us;
+    bool quiet;
 };
 
 /* Starts `<impl>_<role> endpoint size count` pinned to o->cpu, with its result lines on a
- * pipe and its libzmq-style report discarded. 0 or a negative errno. */
+ * pipe (non-blocking for the tool: a report it cannot write is dropped, never waited for)
+ * and its libzmq-style report discarded. With o->quiet its stderr is kept on a pipe too,
+ * shown only if the measurement fails (a sender that is cut off complains as it dies).
+ * 0 or a negative errno. */
 static int spawn_tool(const char *impl, const char *role, const char *endpoint, size_t size,
                       uint64_t count, const struct spawn_opts *o, struct tool_proc *p)
 {
@@ -116,21 +122,31 @@ static int spawn_tool(const char *impl, const char *role, const char *endpoint, 
     snprintf(win_s, sizeof(win_s), "%" PRIu64, o->window_ms);
     snprintf(warm_s, sizeof(warm_s), "%" PRIu64, o->warmup);
     snprintf(spin_s, sizeof(spin_s), "%u", o->spin_us);
-    int pfd[2];
+    int pfd[2], efd[2] = {-1, -1};
     if (pipe2(pfd, O_CLOEXEC) < 0)
         return -errno;
+    if (fcntl(pfd[1], F_SETFL, O_NONBLOCK) < 0 || (o->quiet && pipe2(efd, O_CLOEXEC) < 0)) {
+        rc = -errno;
+        close(pfd[0]);
+        close(pfd[1]);
+        return rc;
+    }
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         rc = -errno;
         close(pfd[0]);
         close(pfd[1]);
+        if (o->quiet) {
+            close(efd[0]);
+            close(efd[1]);
+        }
         return rc;
     }
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         if (dup2(pfd[1], RESULT_FD) < 0 || devnull < 0 || dup2(devnull, STDOUT_FILENO) < 0 ||
-            bench_pin_thread(o->cpu) < 0)
+            (o->quiet && dup2(efd[1], STDERR_FILENO) < 0) || bench_pin_thread(o->cpu) < 0)
             _exit(127);
         setenv("MCQ_PERF_RESULT_FD", "3", 1);
         setenv("MCQ_PERF_WINDOW_MS", win_s, 1);
@@ -141,7 +157,9 @@ static int spawn_tool(const char *impl, const char *role, const char *endpoint, 
         _exit(127);
     }
     close(pfd[1]);
-    *p = (struct tool_proc){.pid = pid, .fd = pfd[0]};
+    if (o->quiet)
+        close(efd[1]);
+    *p = (struct tool_proc){.pid = pid, .fd = pfd[0], .err_fd = efd[0]};
     return 0;
 }
 
@@ -166,17 +184,19 @@ static int read_line(struct tool_proc *p, const char *prefix, int timeout_ms,
                 return 0;
         }
         uint64_t now = bench_now_ns();
-        if (now >= deadline)
-            return -ETIMEDOUT;
         if (partner && partner->pid > 0 && waitpid(partner->pid, &partner->status, WNOHANG) > 0) {
             partner->pid = 0;
             uint64_t grace = now + PARTNER_GRACE_MS * 1000000ull;
             deadline = grace < deadline ? grace : deadline;
         }
+        /* Looks at the pipe at least once, so a zero timeout still reads what is there. */
+        int wait_ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000) + 1;
         struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
-        int rc = poll(&pfd, 1, 100);
+        int rc = poll(&pfd, 1, wait_ms < POLL_SLICE_MS ? wait_ms : POLL_SLICE_MS);
         if (rc < 0 && errno != EINTR)
             return -errno;
+        if (rc == 0 && now >= deadline)
+            return -ETIMEDOUT;
         if (rc <= 0)
             continue;
         if (p->len == sizeof(p->buf))
@@ -191,9 +211,9 @@ static int read_line(struct tool_proc *p, const char *prefix, int timeout_ms,
     }
 }
 
-/* Waits up to timeout_ms for the tool to exit, then kills it; closes its pipe. Returns its
- * exit status, or -1 when it died of a signal (or had to be killed). */
-static int reap(struct tool_proc *p, int timeout_ms)
+/* Waits up to timeout_ms for the tool to exit, then kills it. Returns its exit status, or
+ * -1 when it died of a signal (or had to be killed). Its pipes stay open. */
+static int collect(struct tool_proc *p, int timeout_ms)
 {
     uint64_t deadline = bench_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     while (p->pid > 0) {
@@ -208,17 +228,33 @@ static int reap(struct tool_proc *p, int timeout_ms)
             nanosleep(&(struct timespec){.tv_nsec = REAP_POLL_NS}, NULL);
         }
     }
+    return WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1;
+}
+
+/* collect(), then closes the tool's pipes. */
+static int reap(struct tool_proc *p, int timeout_ms)
+{
+    int status = collect(p, timeout_ms);
     if (p->fd >= 0)
         close(p->fd);
-    p->fd = -1;
-    return WIFEXITED(p->status) ? WEXITSTATUS(p->status) : -1;
+    if (p->err_fd >= 0)
+        close(p->err_fd);
+    p->fd = p->err_fd = -1;
+    return status;
+}
+
+/* Kills the tool now (if it still runs) and waits for it; pipes stay open. */
+static void stop_tool(struct tool_proc *p)
+{
+    if (p->pid > 0)
+        kill(p->pid, SIGKILL);
+    collect(p, EXIT_TIMEOUT_MS);
 }
 
 static void kill_tool(struct tool_proc *p)
 {
-    if (p->pid > 0)
-        kill(p->pid, SIGKILL);
-    reap(p, EXIT_TIMEOUT_MS);
+    stop_tool(p);
+    reap(p, 0);
 }
 
 /* "key=value" from a result line, as a double; NAN when absent. */
@@ -230,6 +266,34 @@ static double field(const char *line, const char *key)
             return strtod(p + klen + 1, NULL);
     }
     return NAN;
+}
+
+/* Shows what a quiet tool wrote to stderr (it has exited or been killed). */
+static void show_stderr(struct tool_proc *p, const char *who)
+{
+    char buf[LINE_MAX_LEN];
+    ssize_t n;
+    while (p->err_fd >= 0 && (n = read(p->err_fd, buf, sizeof(buf))) > 0)
+        fprintf(stderr, "mcq-bench: %s said: %.*s", who, (int)n, buf);
+}
+
+/* After the sender was stopped: its allocations per message between its first and last
+ * "send" report, or NAN with fewer than two. */
+static double sender_allocs_per_msg(struct tool_proc *p)
+{
+    double m0 = NAN, a0 = NAN, m1 = NAN, a1 = NAN;
+    char line[LINE_MAX_LEN];
+    while (read_line(p, "send", 0, NULL, line, sizeof(line)) == 0) {
+        double m = field(line, "msgs"), a = field(line, "allocs");
+        if (isnan(m0)) {
+            m0 = m;
+            a0 = a;
+        } else {
+            m1 = m;
+            a1 = a;
+        }
+    }
+    return m1 > m0 && a0 >= 0 ? (a1 - a0) / (m1 - m0) : NAN;
 }
 
 static double per_msg(double allocs, double msgs)
@@ -279,11 +343,11 @@ static void print_failures(void)
 
 static int thr_one(struct bench_ctx *ctx, enum impl i, size_t size, struct thr_res *res)
 {
-    *res = (struct thr_res){NAN, NAN, NAN};
+    *res = (struct thr_res){NAN, NAN, NAN, NAN};
     uint64_t window_ms = ctx->quick ? THR_WINDOW_MS_QUICK : THR_WINDOW_MS;
     struct spawn_opts ro = {.cpu = 1, .window_ms = window_ms, .spin_us = ctx->spin_us};
-    struct spawn_opts so = {.cpu = 0, .spin_us = ctx->spin_us};
-    struct tool_proc rx = {.fd = -1}, tx = {.fd = -1};
+    struct spawn_opts so = {.cpu = 0, .spin_us = ctx->spin_us, .quiet = true};
+    struct tool_proc rx = {.fd = -1, .err_fd = -1}, tx = {.fd = -1, .err_fd = -1};
     char ep[LINE_MAX_LEN], line[LINE_MAX_LEN];
     const char *stage = "start receiver";
     int rc = spawn_tool(impl_tool[i], "local_thr", BIND_EP, size, THR_COUNT_UNBOUNDED, &ro, &rx);
@@ -294,12 +358,16 @@ static int thr_one(struct bench_ctx *ctx, enum impl i, size_t size, struct thr_r
     if (rc == 0)
         rc = (stage = "transfer",
               read_line(&rx, "thr", (int)window_ms + RESULT_SLACK_MS, &tx, line, sizeof(line)));
-    kill_tool(&tx);
+    stop_tool(&tx);
     if (rc < 0) {
         kill_tool(&rx);
+        show_stderr(&tx, "sender");
+        reap(&tx, 0);
         fail_note(i, "thr", size, rc, stage);
         return rc;
     }
+    res->sender_allocs_per_msg = sender_allocs_per_msg(&tx);
+    reap(&tx, 0);
     if (reap(&rx, EXIT_TIMEOUT_MS) != 0)
         fprintf(stderr, "mcq-bench: thr %s %zu B: receiver did not exit cleanly\n", impl_name[i],
                 size);
@@ -322,6 +390,7 @@ static int thr_one(struct bench_ctx *ctx, enum impl i, size_t size, struct thr_r
     if (i == IMPL_MCQ) {
         bench_rec_num(r, "allocs_per_msg", res->allocs_per_msg);
         bench_rec_num(r, "malloc_bytes_per_msg", per_msg(field(line, "malloc_bytes"), msgs));
+        bench_rec_num(r, "sender_allocs_per_msg", res->sender_allocs_per_msg);
     }
     bench_rec_str(r, "policy", policy(i, false, ctx->spin_us, pol, sizeof(pol)));
     bench_rec_end(r);
@@ -335,7 +404,7 @@ static int lat_one(struct bench_ctx *ctx, enum impl i, size_t size, struct lat_r
     uint64_t count = warm + (ctx->quick ? LAT_RTTS_QUICK : LAT_RTTS);
     struct spawn_opts so = {.cpu = 1, .spin_us = ctx->spin_us};
     struct spawn_opts co = {.cpu = 0, .warmup = warm, .spin_us = ctx->spin_us};
-    struct tool_proc srv = {.fd = -1}, cli = {.fd = -1};
+    struct tool_proc srv = {.fd = -1, .err_fd = -1}, cli = {.fd = -1, .err_fd = -1};
     char ep[LINE_MAX_LEN], line[LINE_MAX_LEN];
     const char *stage = "start REP";
     int rc = spawn_tool(impl_tool[i], "local_lat", BIND_EP, size, count, &so, &srv);
@@ -408,15 +477,15 @@ static int bench_thr(struct bench_ctx *ctx)
     printf("\nthr: PUSH->PULL, tcp://127.0.0.1, receiver on CPU %d, sender on CPU %d, %d ms "
            "windows from the first message\n",
            1, 0, ctx->quick ? THR_WINDOW_MS_QUICK : THR_WINDOW_MS);
-    printf("%8s %12s %12s %12s %10s %10s %10s %11s %9s\n", "size", "raw MB/s", "libzmq msg/s",
-           "mcq msg/s", "zmq MB/s", "mcq MB/s", "mcq/libzmq", "mcq/raw(B)", "mcq allocs/msg");
+    printf("%8s %10s %12s %12s %10s %10s %10s %10s %17s\n", "size", "raw MB/s", "libzmq msg/s",
+           "mcq msg/s", "zmq MB/s", "mcq MB/s", "mcq/libzmq", "mcq/raw(B)", "mcq allocs/msg rx tx");
     for (size_t s = 0; s < nsizes; s++) {
         struct thr_res *raw = &thr_table[IMPL_RAW][s], *zmq = &thr_table[IMPL_ZMQ][s],
                        *mcq = &thr_table[IMPL_MCQ][s];
-        printf("%8zu %12.0f %12.0f %12.0f %10.0f %10.0f %10.2f %11.2f %9.3g\n", sizes[s],
+        printf("%8zu %10.0f %12.0f %12.0f %10.0f %10.0f %10.2f %10.2f %8.2g %8.2g\n", sizes[s],
                raw->mb_per_s, zmq->msgs_per_s, mcq->msgs_per_s, zmq->mb_per_s, mcq->mb_per_s,
                mcq->msgs_per_s / zmq->msgs_per_s, mcq->mb_per_s / raw->mb_per_s,
-               mcq->allocs_per_msg);
+               mcq->allocs_per_msg, mcq->sender_allocs_per_msg);
     }
     print_policies(false, ctx->spin_us);
     double small = thr_table[IMPL_MCQ][0].msgs_per_s / thr_table[IMPL_ZMQ][0].msgs_per_s;
@@ -440,12 +509,12 @@ static int bench_lat(struct bench_ctx *ctx)
     printf("\nlat: REQ->REP round trip (us), tcp://127.0.0.1, REP on CPU 1, REQ on CPU 0, %d "
            "timed after %d warm-up\n",
            ctx->quick ? LAT_RTTS_QUICK : LAT_RTTS, ctx->quick ? LAT_WARMUP_QUICK : LAT_WARMUP);
-    printf("%8s %18s %18s %18s %12s %12s %9s\n", "size", "raw p50/p99", "libzmq p50/p99",
+    printf("%8s %18s %18s %18s %12s %12s %15s\n", "size", "raw p50/p99", "libzmq p50/p99",
            "mcq p50/p99", "p50 mcq/raw", "p50 mcq/zmq", "mcq allocs/msg");
     for (size_t s = 0; s < LAT_SIZES; s++) {
         struct lat_res *raw = &lat_table[IMPL_RAW][s], *zmq = &lat_table[IMPL_ZMQ][s],
                        *mcq = &lat_table[IMPL_MCQ][s];
-        printf("%8zu %8.1f/%-9.1f %8.1f/%-9.1f %8.1f/%-9.1f %12.2f %12.2f %9.3g\n", lat_sizes[s],
+        printf("%8zu %8.1f/%-9.1f %8.1f/%-9.1f %8.1f/%-9.1f %12.2f %12.2f %15.2g\n", lat_sizes[s],
                raw->p50_us, raw->p99_us, zmq->p50_us, zmq->p99_us, mcq->p50_us, mcq->p99_us,
                mcq->p50_us / raw->p50_us, mcq->p50_us / zmq->p50_us, mcq->allocs_per_msg);
     }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,6 +65,11 @@ struct bench_rec *bench_rec_begin(const char *bench, const char *impl)
 
 void bench_rec_num(struct bench_rec *r, const char *key, double value)
 {
+    if (!isfinite(value)) { /* not measured: JSON has no NaN */
+        rec_append(r->json, &r->json_len, ",\"%s\":null", key);
+        rec_append(r->row, &r->row_len, "  %s=-", key);
+        return;
+    }
     rec_append(r->json, &r->json_len, ",\"%s\":%.6g", key, value);
     rec_append(r->row, &r->row_len, "  %s=%.4g", key, value);
 }

@@ -27,10 +27,12 @@
 #define MS_PER_S 1000
 #define WINDOW_CHECK_MASK 63 /* read the clock every 64 messages */
 #define NS_PER_S 1000000000ull
-#define DRAIN_POLL_NS 1000000L  /* 1 ms between looks at the bytes written */
-#define ZMTP_SHORT_BODY_MAX 255 /* bodies up to this size take the short frame header */
-#define ZMTP_SHORT_HEADER 2     /* flags + 1-byte size */
-#define ZMTP_LONG_HEADER 9      /* flags + 8-byte size */
+#define SEND_REPORT_MSGS 16384          /* remote_thr reports its counters this often... */
+#define SEND_REPORT_BYTES (16ull << 20) /* ...or after this many payload bytes */
+#define DRAIN_POLL_NS 1000000L          /* 1 ms between looks at the bytes written */
+#define ZMTP_SHORT_BODY_MAX 255         /* bodies up to this size take the short frame header */
+#define ZMTP_SHORT_HEADER 2             /* flags + 1-byte size */
+#define ZMTP_LONG_HEADER 9              /* flags + 8-byte size */
 
 struct alloc_snap {
     uint64_t arena_allocs;
@@ -47,6 +49,7 @@ struct mcq_tool {
     bool finished;
     /* shard-side state */
     const void *payload;    /* remote_thr: the bytes every message copies */
+    uint64_t report_every;  /* remote_thr: messages between allocation reports */
     uint64_t sent;          /* remote_thr, remote_lat: messages sent */
     uint64_t t0, t1, tsend; /* ns */
     struct alloc_snap before, after;
@@ -235,6 +238,12 @@ static void thr_pump(struct mcq_shard *sh, struct mcq_socket *s, void *user)
         }
         t->sent++;
         atomic_store_explicit(&t->progress, t->sent, memory_order_relaxed);
+        if (t->sent % t->report_every == 0) {
+            struct alloc_snap now;
+            snap_allocs(t, sh, &now);
+            tool_report_sender(t->sent, (int64_t)now.arena_allocs,
+                               t->thread_allocated ? (int64_t)now.malloc_bytes : -1);
+        }
     }
     finish(t, 0);
 }
@@ -298,7 +307,11 @@ int tool_remote_thr(const struct tool_args *a)
     void *payload = calloc(1, a->size ? a->size : 1);
     if (!payload)
         return -ENOMEM;
-    struct mcq_tool t = {.payload = payload};
+    uint64_t every = SEND_REPORT_BYTES / (a->size ? a->size : 1);
+    struct mcq_tool t = {.payload = payload,
+                         .report_every = every < 1                  ? 1
+                                         : every > SEND_REPORT_MSGS ? SEND_REPORT_MSGS
+                                                                    : every};
     int rc = tool_open(
         &t, a, MCQ_PUSH,
         &(struct mcq_socket_handlers){.on_peer_up = thr_peer_up, .on_writable = thr_pump}, false);

@@ -33,6 +33,13 @@ void tool_report_endpoint(const char *endpoint)
         dprintf(result_fd, "endpoint %s\n", endpoint);
 }
 
+void tool_report_sender(uint64_t msgs, int64_t allocs, int64_t malloc_bytes)
+{
+    if (result_fd >= 0)
+        dprintf(result_fd, "send msgs=%llu allocs=%lld malloc_bytes=%lld\n",
+                (unsigned long long)msgs, (long long)allocs, (long long)malloc_bytes);
+}
+
 /* A decimal number with nothing around it, at most max. */
 static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
 {

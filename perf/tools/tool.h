@@ -8,7 +8,10 @@
  *   MCQ_PERF_RESULT_FD=n   machine-readable lines go to fd n: "endpoint EP" once bound,
  *                          "thr msgs=.. ns=.. allocs=.. malloc_bytes=.." (local_thr),
  *                          "lat n=.. p50_ns=.. p99_ns=.. p999_ns=.. mean_ns=.. allocs=..
- *                          malloc_bytes=.." (remote_lat); allocs -1 = not measured
+ *                          malloc_bytes=.." (remote_lat), and from mcq_remote_thr now and
+ *                          then "send msgs=.. allocs=.. malloc_bytes=.." with its running
+ *                          totals (mcq-bench takes the difference between two of them);
+ *                          allocs -1 = not measured
  *   MCQ_PERF_WINDOW_MS=ms  local_thr stops this long after the first message (the
  *                          message count is then an upper bound)
  *   MCQ_PERF_WARMUP=n      remote_lat leaves the first n round trips out of the figures
@@ -68,6 +71,10 @@ int tool_remote_lat(const struct tool_args *a, struct tool_lat_result *out);
 
 /* Tells mcq-bench (MCQ_PERF_RESULT_FD) the endpoint actually bound; no-op otherwise. */
 void tool_report_endpoint(const char *endpoint);
+
+/* Writes "send msgs=.. allocs=.. malloc_bytes=.." (running totals) for mcq-bench; no-op
+ * without MCQ_PERF_RESULT_FD. */
+void tool_report_sender(uint64_t msgs, int64_t allocs, int64_t malloc_bytes);
 
 /* Monotonic clock in ns. */
 uint64_t tool_now_ns(void);

@@ -1,13 +1,14 @@
 /* One ZMTP peer: a connection, a session and the message assembly and output around them.
  *
- * Output. Everything the peer writes goes through one scratch page: session bytes
- * (greeting, handshake, PONG, PING), subscriptions, frame headers, and bodies of at most
- * COPY_BODY_MAX bytes are appended to it; a bigger body goes out as its own view. Bytes
- * [sc_start, sc_used) of the scratch page are written but not yet handed to the connection.
- * A data message is handed over whole with mcq_conn_sendv (unsent scratch bytes first, then
- * its headers and bodies), so a full connection queue never splits a message and control
- * bytes can always go in front of it. Only bytes past sc_used are ever written, so slices
- * already queued on the connection are never touched.
+ * Output. All peers of a shard write into one shared scratch page (proto_shard.h): session
+ * bytes (greeting, handshake, PONG, PING), subscriptions, frame headers, and bodies of at
+ * most COPY_BODY_MAX bytes; a bigger body goes out as its own view. Whatever a peer writes
+ * it hands to its connection at once as slices of that page, so an idle peer holds no
+ * output memory. A data message goes over whole with mcq_conn_sendv (headers and bodies in
+ * one unit), so a full connection queue never splits a message; on -EAGAIN its bytes are
+ * unwritten again (nobody wrote after them). Control bytes the connection refused wait in
+ * the peer's `pend` view and go in front of everything else. Only bytes past the page's
+ * write cursor are ever written, so slices already queued on connections stay intact.
  *
  * High-water marks (libzmq-like, per peer). A message counts against SNDHWM/SNDHWM_BYTES
  * from mcq_peer_send until it is handed to the connection; then it is the connection's
@@ -37,11 +38,12 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-#define SCRATCH_BYTES 4096u    /* scratch page size: many headers and small bodies per page */
-#define COPY_BODY_MAX 256u     /* bodies up to this size are copied next to their header */
-#define RECONNECT_JITTER_DIV 4 /* jitter adds up to 1/this of the reconnect delay */
-#define RECONNECT_MIN_MS 1u    /* RECONNECT_IVL 0 still yields to the loop between tries */
+#define SCRATCH_BYTES MCQ_PAGE_SIZE /* the shard's scratch page: many headers and small bodies */
+#define COPY_BODY_MAX 256u          /* bodies up to this size are copied next to their header */
+#define RECONNECT_JITTER_DIV 4      /* jitter adds up to 1/this of the reconnect delay */
+#define RECONNECT_MIN_MS 1u         /* RECONNECT_IVL 0 still yields to the loop between tries */
 #define NS_PER_MS 1000000ull
+#define ZAP_STATUS_OK 200u /* RFC 27 status: accepted (an owner without auth accepts all) */
 
 struct mcq_peer {
     struct mcq_peer *prev, *next; /* the shard's live list */
@@ -61,6 +63,7 @@ struct mcq_peer {
     bool reconnect;      /* what mcq_peer_reconnecting answers */
     bool refused;        /* the peer sent ERROR: never reconnect (libzmq) */
     bool want_writable;  /* a send returned -EAGAIN */
+    bool lingering;      /* FLUSH close waiting for the queue to reach the connection */
     int fail_reason;     /* our reason for ending the connection, reported over conn's */
 
     struct mcq_timer timer;
@@ -71,8 +74,7 @@ struct mcq_peer {
     struct mcq_zmtp_config zcfg; /* cfg->zmtp with this peer's allocator */
     struct mcq_zmtp_session sess;
 
-    struct mcq_view scratch;
-    uint32_t sc_start, sc_used;
+    struct mcq_view pend; /* control bytes the connection could not take yet */
 
     struct mcq_msg *q_head, *q_tail; /* messages waiting for room on the connection */
     unsigned q_msgs;
@@ -108,54 +110,70 @@ static void peer_release(void *user, void *handle)
 
 /* --- output ---------------------------------------------------------------------------------- */
 
-/* Makes room for `need` more scratch bytes, carrying unsent bytes to a new page if needed. */
-static int scratch_ensure(struct mcq_peer *p, size_t need)
+/* Makes room for `need` more bytes in the shard's scratch page. */
+static int scratch_ensure(struct mcq_proto_shard *ps, size_t need)
 {
-    if (p->scratch.ref && p->scratch.len - p->sc_used >= need)
+    if (ps->scratch.ref && ps->scratch.len - ps->sc_used >= need)
         return 0;
-    uint32_t unsent = p->sc_used - p->sc_start;
-    size_t size = (size_t)unsent + need;
-    if (size < SCRATCH_BYTES)
-        size = SCRATCH_BYTES;
     struct mcq_view v;
-    int rc = mcq_page_alloc(p->ps->arena, size, &v);
-    if (rc < 0)
+    if (mcq_page_alloc(ps->arena, need > SCRATCH_BYTES ? need : SCRATCH_BYTES, &v) < 0)
         return -ENOMEM;
-    if (unsent)
-        memcpy(mcq_view_mut(&v), mcq_view_data(&p->scratch) + p->sc_start, unsent);
-    mcq_view_unref(&p->scratch);
-    p->scratch = v;
-    p->sc_start = 0;
-    p->sc_used = unsent;
+    mcq_view_unref(&ps->scratch);
+    ps->scratch = v;
+    ps->sc_used = 0;
     return 0;
 }
 
-static uint8_t *scratch_tail(struct mcq_peer *p)
+static uint8_t *scratch_tail(struct mcq_proto_shard *ps)
 {
-    return mcq_view_mut(&p->scratch) + p->sc_used;
+    return mcq_view_mut(&ps->scratch) + ps->sc_used;
 }
 
 /* An output buffer over the free scratch room, for the session. */
 static int session_out(struct mcq_peer *p, struct mcq_zmtp_out *out)
 {
-    int rc = scratch_ensure(p, mcq_zmtp_session_out_reserve(&p->sess));
+    struct mcq_proto_shard *ps = p->ps;
+    int rc = scratch_ensure(ps, mcq_zmtp_session_out_reserve(&p->sess));
     if (rc < 0)
         return rc;
-    *out = (struct mcq_zmtp_out){scratch_tail(p), 0, p->scratch.len - p->sc_used};
+    *out = (struct mcq_zmtp_out){scratch_tail(ps), 0, ps->scratch.len - ps->sc_used};
     return 0;
 }
 
-/* Hands the unsent scratch bytes to the connection; on -EAGAIN they wait for on_writable. */
+/* Hands the pending control bytes to the connection; on -EAGAIN they wait for on_writable. */
 static void flush_ctl(struct mcq_peer *p)
 {
-    if (p->sc_used == p->sc_start || !p->conn || p->conn_ending || !p->opened)
+    if (!p->pend.ref || !p->conn || p->conn_ending || !p->opened)
         return;
+    mcq_conn_send(p->conn, &p->pend);
+}
+
+/* The peer just wrote n scratch bytes (ending at the write cursor): queue them behind any
+ * pending ones and try to send. 0 or -ENOMEM. */
+static int emit_ctl(struct mcq_peer *p, size_t n)
+{
+    struct mcq_proto_shard *ps = p->ps;
+    if (n == 0)
+        return 0;
+    ps->sc_used += (uint32_t)n;
     struct mcq_view v;
-    mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &v);
-    if (mcq_conn_send(p->conn, &v) == 0)
-        p->sc_start = p->sc_used;
-    else
+    mcq_view_slice(&ps->scratch, ps->sc_used - n, n, &v);
+    if (p->pend.ref) {
+        /* Rare: the connection is backed up. Keep the pending bytes in one view. */
+        struct mcq_view both;
+        if (mcq_page_alloc(ps->arena, (size_t)p->pend.len + n, &both) < 0) {
+            mcq_view_unref(&v);
+            return -ENOMEM;
+        }
+        memcpy(mcq_view_mut(&both), mcq_view_data(&p->pend), p->pend.len);
+        memcpy(mcq_view_mut(&both) + p->pend.len, mcq_view_data(&v), n);
         mcq_view_unref(&v);
+        mcq_view_unref(&p->pend);
+        v = both;
+    }
+    p->pend = v;
+    flush_ctl(p);
+    return 0;
 }
 
 /* Room for n views in the shard's batch array. */
@@ -175,47 +193,51 @@ static struct mcq_view *batch_get(struct mcq_proto_shard *ps, size_t n)
     return b;
 }
 
-/* Hands the whole of m (with any unsent scratch bytes in front) to the connection in one
- * unit. Borrows m. 0, -EAGAIN (nothing changed), -ENOMEM, or the connection's error. */
+/* Hands the whole of m (pending control bytes in front) to the connection in one unit.
+ * Borrows m. 0, -EAGAIN (nothing changed), -ENOTSUP, -ENOMEM, or the connection's error. */
 static int push_msg(struct mcq_peer *p, const struct mcq_msg *m)
 {
     if (mcq_zmtp_session_wraps(&p->sess))
         return -ENOTSUP; /* encrypting mechanisms (CURVE) are not wired to the peer yet */
+    struct mcq_proto_shard *ps = p->ps;
     size_t need = 0;
     for (uint32_t i = 0; i < m->n; i++)
         need += MCQ_ZMTP_HEADER_MAX + (m->f[i].len <= COPY_BODY_MAX ? m->f[i].len : 0);
-    if (scratch_ensure(p, need) < 0)
+    if (scratch_ensure(ps, need) < 0)
         return -ENOMEM;
-    struct mcq_view *b = batch_get(p->ps, 2 * (size_t)m->n + 1);
+    struct mcq_view *b = batch_get(ps, 2 * (size_t)m->n + 2);
     if (!b)
         return -ENOMEM;
-    uint32_t start = p->sc_start, used = p->sc_used;
-    unsigned nb = 0;
+    unsigned nb = 0, first = 0;
+    if (p->pend.ref) {
+        b[nb++] = p->pend;
+        first = 1;
+    }
+    uint32_t mark = ps->sc_used, start = mark;
     for (uint32_t i = 0; i < m->n; i++) {
         const struct mcq_view *f = &m->f[i];
         uint8_t flags = i + 1 < m->n ? MCQ_ZMTP_FLAG_MORE : 0;
-        p->sc_used += (uint32_t)mcq_zmtp_frame_header(scratch_tail(p), flags, f->len);
+        ps->sc_used += (uint32_t)mcq_zmtp_frame_header(scratch_tail(ps), flags, f->len);
         if (f->len <= COPY_BODY_MAX) {
             if (f->len)
-                memcpy(scratch_tail(p), mcq_view_data(f), f->len);
-            p->sc_used += f->len;
+                memcpy(scratch_tail(ps), mcq_view_data(f), f->len);
+            ps->sc_used += f->len;
             continue;
         }
-        mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &b[nb++]);
-        p->sc_start = p->sc_used;
+        mcq_view_slice(&ps->scratch, start, ps->sc_used - start, &b[nb++]);
+        start = ps->sc_used;
         b[nb++] = mcq_view_ref(f);
     }
-    if (p->sc_used > p->sc_start)
-        mcq_view_slice(&p->scratch, p->sc_start, p->sc_used - p->sc_start, &b[nb++]);
+    if (ps->sc_used > start)
+        mcq_view_slice(&ps->scratch, start, ps->sc_used - start, &b[nb++]);
     int rc = mcq_conn_sendv(p->conn, b, nb);
     if (rc == 0) {
-        p->sc_start = p->sc_used;
+        p->pend = (struct mcq_view){0};
         return 0;
     }
-    for (unsigned i = 0; i < nb; i++)
+    for (unsigned i = first; i < nb; i++)
         mcq_view_unref(&b[i]);
-    p->sc_start = start;
-    p->sc_used = used;
+    ps->sc_used = mark;
     return rc;
 }
 
@@ -265,11 +287,12 @@ static void drain(struct mcq_peer *p)
     }
 }
 
-/* --- connection lifecycle ----------------------------------------------------------------------
- */
+/* --- connection lifecycle ------------------------------------------------------------------ */
 
 static void arm_timer(struct mcq_peer *p)
 {
+    if (p->lingering)
+        return;
     uint64_t d = mcq_zmtp_session_deadline(&p->sess);
     if (d == UINT64_MAX) {
         mcq_timer_stop(p->sh, &p->timer);
@@ -279,6 +302,17 @@ static void arm_timer(struct mcq_peer *p)
         return;
     uint64_t now = mcq_shard_now_ns(p->sh);
     mcq_timer_start(p->sh, &p->timer, d > now ? d - now : 0, 0);
+}
+
+/* Closes the current connection on our side (once; a later ABORT still upgrades a FLUSH). */
+static void end_conn(struct mcq_peer *p, enum mcq_close_how how)
+{
+    fprintf(stderr, "DEBUG end_conn how=%d q=%u sndq=%zu ending=%d\n", how, p->q_msgs, mcq_conn_sndq_bytes(p->conn), p->conn_ending);
+    if (how == MCQ_CLOSE_FLUSH && !p->conn_ending)
+        flush_ctl(p);
+    p->conn_ending = true;
+    p->lingering = false;
+    mcq_conn_close(p->conn, how);
 }
 
 /* Ends the current connection because of rc (logged once), dropping queued output. */
@@ -293,9 +327,7 @@ static void fail(struct mcq_peer *p, int rc)
         p->refused = true;
     p->fail_reason = rc;
     /* A refused authentication still owes the client its ERROR command. */
-    flush_ctl(p);
-    p->conn_ending = true;
-    mcq_conn_close(p->conn, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
+    end_conn(p, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
 }
 
 /* Starts the session on a connection that just opened. */
@@ -311,16 +343,18 @@ static int session_start(struct mcq_peer *p)
     }
     memset(&p->sess, 0, sizeof(p->sess));
     p->opened = true;
-    int rc = scratch_ensure(p, MCQ_ZMTP_GREETING_LEN);
+    struct mcq_proto_shard *ps = p->ps;
+    int rc = scratch_ensure(ps, MCQ_ZMTP_GREETING_LEN);
     if (rc < 0)
         return rc;
-    struct mcq_zmtp_out out = {scratch_tail(p), 0, p->scratch.len - p->sc_used};
+    struct mcq_zmtp_out out = {scratch_tail(ps), 0, ps->scratch.len - ps->sc_used};
     rc = mcq_zmtp_session_init(&p->sess, &p->zcfg, mcq_shard_now_ns(p->sh), &out);
     if (rc < 0)
         return rc;
     mcq_zmtp_session_set_peer_address(&p->sess, p->address);
-    p->sc_used += (uint32_t)out.len;
-    flush_ctl(p);
+    rc = emit_ctl(p, out.len);
+    if (rc < 0)
+        return rc;
     arm_timer(p);
     return 0;
 }
@@ -332,8 +366,7 @@ static void conn_state_reset(struct mcq_peer *p)
     mcq_msg_free(p->rx);
     p->rx = NULL;
     queue_free(p);
-    mcq_view_unref(&p->scratch);
-    p->sc_start = p->sc_used = 0;
+    mcq_view_unref(&p->pend);
     mcq_timer_stop(p->sh, &p->timer);
     mcq_view_unref(&p->held);
     mcq_shard_undefer(p->sh, &p->resume_d);
@@ -342,6 +375,7 @@ static void conn_state_reset(struct mcq_peer *p)
     p->ready = false;
     p->opened = false;
     p->conn_ending = false;
+    p->lingering = false;
     p->fail_reason = 0;
 }
 
@@ -430,12 +464,14 @@ static void on_auth(struct mcq_peer *p, const struct mcq_zmtp_event *ev)
         .password = a->n_credentials > 1 ? a->credentials[1] : NULL,
         .password_len = a->n_credentials > 1 ? a->credentials_len[1] : 0,
     };
-    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : 200;
+    unsigned status = p->cfg->ops->auth ? p->cfg->ops->auth(p, &req) : ZAP_STATUS_OK;
     struct mcq_zmtp_out out;
     int rc = session_out(p, &out);
     if (rc == 0) {
         rc = mcq_zmtp_session_auth_reply(&p->sess, status, &out);
-        p->sc_used += (uint32_t)out.len;
+        int erc = emit_ctl(p, out.len);
+        if (rc == 0)
+            rc = erc;
     }
     if (rc < 0)
         fail(p, rc);
@@ -501,21 +537,16 @@ static void process_input(struct mcq_peer *p, const struct mcq_view *in)
         size_t used;
         struct mcq_zmtp_event ev;
         rc = mcq_zmtp_session_next(&p->sess, data + off, len - off, now, &out, &used, &ev);
-        p->sc_used += (uint32_t)out.len;
         off += used;
+        if (emit_ctl(p, out.len) < 0)
+            rc = -ENOMEM;
         if (rc == MCQ_ZMTP_EV_NONE) {
             if (off == len || used == 0)
                 break;
             continue;
         }
-        if (rc == -ENOBUFS) {
-            /* session_out reserved what the session asks; a bigger need means a new page. */
-            if (scratch_ensure(p, p->scratch.len + 1) < 0) {
-                fail(p, -ENOMEM);
-                break;
-            }
-            continue;
-        }
+        /* -ENOBUFS cannot happen (session_out keeps the reserve the session asks for) and
+         * would end the connection like any other failure. */
         if (rc < 0) {
             fail(p, rc);
             break;
@@ -553,7 +584,7 @@ static void peer_on_data(struct mcq_conn *c, void *user, const struct mcq_view *
 {
     (void)c;
     struct mcq_peer *p = user;
-    if (p && !p->conn_ending)
+    if (p && !p->conn_ending && !p->closing)
         process_input(p, in);
 }
 
@@ -582,7 +613,11 @@ static void peer_on_writable(struct mcq_conn *c, void *user)
         return;
     flush_ctl(p);
     drain(p);
-    if (p->want_writable && !p->conn_ending && at_low_water(p)) {
+    if (p->lingering && !p->q_head && !p->conn_ending) {
+        end_conn(p, MCQ_CLOSE_FLUSH);
+        return;
+    }
+    if (p->want_writable && !p->conn_ending && !p->closing && at_low_water(p)) {
         p->want_writable = false;
         if (p->cfg->ops->writable)
             p->cfg->ops->writable(p);
@@ -591,6 +626,7 @@ static void peer_on_writable(struct mcq_conn *c, void *user)
 
 static void peer_on_close(struct mcq_conn *c, void *user, int reason)
 {
+    fprintf(stderr, "DEBUG on_close %d\n", reason);
     (void)c;
     struct mcq_peer *p = user;
     if (p)
@@ -632,8 +668,7 @@ const struct mcq_conn_handler mcq_peer_listener_handler = {
     .on_close = peer_on_close,
 };
 
-/* --- timers and deferred notices ----------------------------------------------------------------
- */
+/* --- timers and deferred notices -------------------------------------------------------------- */
 
 static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
 {
@@ -651,13 +686,20 @@ static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
         mcq_timer_start(sh, &p->timer, (uint64_t)reconnect_delay(p) * NS_PER_MS, 0);
         return;
     }
+    if (p->lingering) {
+        mcq_log_warn("peer %s: linger time over with %u messages unsent; dropping them", p->address,
+                     p->q_msgs);
+        end_conn(p, MCQ_CLOSE_ABORT);
+        return;
+    }
     if (p->conn_ending || !p->opened)
         return;
     struct mcq_zmtp_out out;
     int rc = session_out(p, &out);
     if (rc == 0) {
         rc = mcq_zmtp_session_tick(&p->sess, mcq_shard_now_ns(sh), &out);
-        p->sc_used += (uint32_t)out.len;
+        if (emit_ctl(p, out.len) < 0)
+            rc = -ENOMEM;
     }
     if (rc < 0 && rc != -ENOBUFS) {
         fail(p, rc);
@@ -691,8 +733,7 @@ static void peers_stop(struct mcq_proto_shard *ps)
     }
 }
 
-/* --- creation ----------------------------------------------------------------------------------
- */
+/* --- creation --------------------------------------------------------------------------------- */
 
 static struct mcq_peer *peer_new(struct mcq_shard *sh, const struct mcq_peer_cfg *cfg, void *owner)
 {
@@ -777,8 +818,7 @@ int mcq_peer_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
     return 0;
 }
 
-/* --- sending and the rest ------------------------------------------------------------------------
- */
+/* --- sending and the rest --------------------------------------------------------------------- */
 
 bool mcq_peer_writable(const struct mcq_peer *p)
 {
@@ -822,17 +862,14 @@ int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t
 {
     if (!p->ready || !p->conn || p->conn_ending)
         return -ENOTCONN;
-    if (scratch_ensure(p, MCQ_ZMTP_SUB_HEADER_MAX + len) < 0)
+    struct mcq_proto_shard *ps = p->ps;
+    if (scratch_ensure(ps, MCQ_ZMTP_SUB_HEADER_MAX + len) < 0)
         return -ENOMEM;
-    uint8_t hdr[MCQ_ZMTP_SUB_HEADER_MAX];
-    size_t hl = mcq_zmtp_session_subscription_header(&p->sess, hdr, subscribe, len);
-    memcpy(scratch_tail(p), hdr, hl);
-    p->sc_used += (uint32_t)hl;
+    uint8_t *w = scratch_tail(ps);
+    size_t hl = mcq_zmtp_session_subscription_header(&p->sess, w, subscribe, len);
     if (len)
-        memcpy(scratch_tail(p), topic, len);
-    p->sc_used += (uint32_t)len;
-    flush_ctl(p);
-    return 0;
+        memcpy(w + hl, topic, len);
+    return emit_ctl(p, hl + len);
 }
 
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
@@ -841,12 +878,23 @@ void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
         p->closing = true;
         return;
     }
+    if (p->lingering && how == MCQ_CLOSE_FLUSH)
+        return;
     p->closing = true;
     if (p->conn) {
-        if (how == MCQ_CLOSE_FLUSH)
+        if (how == MCQ_CLOSE_FLUSH && p->ready && !p->conn_ending) {
             flush_ctl(p);
-        p->conn_ending = true;
-        mcq_conn_close(p->conn, how);
+            drain(p);
+            if (p->q_head && !p->conn_ending) {
+                /* The rest goes to the connection as it drains, within the linger time. */
+                unsigned ms =
+                    p->cfg->conn.linger_ms ? p->cfg->conn.linger_ms : MCQ_CONN_LINGER_MS_DEFAULT;
+                p->lingering = true;
+                mcq_timer_start(p->sh, &p->timer, (uint64_t)ms * NS_PER_MS, 0);
+                return;
+            }
+        }
+        end_conn(p, how);
         return;
     }
     if (!p->closed_pending) {

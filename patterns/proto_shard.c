@@ -15,6 +15,7 @@ static void proto_shard_destroy(struct mcq_proto_shard *ps)
 {
     mcq_shard_remove_stop_hook(ps->sh, &ps->stop);
     mcq_view_unref(&ps->empty);
+    mcq_view_unref(&ps->scratch);
     mcq_arena_free(ps->arena, ps->batch);
     mcq_slab_fini(&ps->msgs);
     if (ps->peers_ready)

@@ -26,7 +26,9 @@ struct mcq_proto_shard {
     struct mcq_peer *live; /* every peer of this shard (peer.c's list) */
     /* peer.c's stop step: ends every live peer for good. */
     void (*peers_stop)(struct mcq_proto_shard *ps);
-    struct mcq_view *batch; /* peer.c's scratch array of views for one sendv (arena) */
+    struct mcq_view scratch; /* peer.c's output page shared by the shard's peers */
+    uint32_t sc_used;        /* its write cursor: bytes before it belong to someone */
+    struct mcq_view *batch;  /* peer.c's scratch array of views for one sendv (arena) */
     uint32_t batch_cap;
     unsigned holds; /* other users keeping this state (mcq_proto_shard_hold) */
     bool stopping;  /* runtime stop began: destroyed once the counts reach zero */

@@ -154,6 +154,12 @@ static void rep_input(struct mcq_pstate *ps, struct mcq_msg *m)
     }
     *h = (struct mcq_held){.m = m, .env = env, .ref = from};
     mcq_heldq_push(&pt->rep_hold, h);
+    /* RCVHWM: a peer with that many requests waiting is paused (TCP backpressure). */
+    ps->rep_held++;
+    if (ps->cfg->rcvhwm && ps->rep_held >= ps->cfg->rcvhwm && !ps->paused) {
+        ps->paused = true;
+        mcq_peer_pause(ps->peer);
+    }
 }
 
 void mcq_route_rep_next(struct mcq_shard *sh, struct mcq_deferred *d)
@@ -165,6 +171,14 @@ void mcq_route_rep_next(struct mcq_shard *sh, struct mcq_deferred *d)
     struct mcq_held *h = mcq_heldq_pop(&pt->rep_hold);
     if (!h)
         return;
+    struct mcq_pstate *ps = mcq_part_local(pt, &h->ref);
+    if (ps) {
+        ps->rep_held--;
+        if (ps->paused && ps->rep_held < ps->cfg->rcvhwm) {
+            ps->paused = false;
+            mcq_peer_resume(ps->peer);
+        }
+    }
     rep_deliver(pt, &h->ref, h->env, h->m);
     free(h);
     if (!pt->rep_busy && pt->rep_hold.len)

@@ -122,6 +122,7 @@ static struct mcq_msg *xmsg_import(struct mcq_shard *sh, struct xmsg *x)
 
 /* A control event; broadcasts share one, freed by the last shard to run it. */
 struct xctl {
+    struct xctl *next; /* in the arbiter's list of waiting claims */
     struct mcq_socket *s;
     struct mcq_peer_ref ref;
     uint32_t n; /* credits, or the window of a new peer */
@@ -148,6 +149,8 @@ static struct xctl *xctl_new(struct mcq_socket *s, const struct mcq_peer_ref *r,
 
 static void xctl_put(struct xctl *c)
 {
+    if (!c)
+        return;
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
         free(c);
 }
@@ -310,11 +313,23 @@ static void task_bind(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
     struct mcq_part *pt = part_here(c->s, sh);
+    struct mcq_pstate *ps = mcq_part_local(pt, &c->ref);
+    if (ps)
+        ps->refused = false;
     if (mcq_idmap_put(&pt->ids, c->id, c->id_len, &c->ref, NULL) < 0)
         mcq_log_error("socket: out of memory binding a routing id");
     else if (pt->s->type == MCQ_PAIR)
         mcq_part_fire_writable(pt);
     xctl_put(c);
+    if (ps && ps->claim_pending) {
+        ps->claim_pending = false;
+        struct mcq_held *h;
+        while (ps->up && !pt->closing && (h = mcq_heldq_pop(&ps->inq))) {
+            mcq_route_input(ps, h->m);
+            free(h);
+        }
+        mcq_heldq_free(&ps->inq);
+    }
 }
 
 static void task_unbind(struct mcq_shard *sh, void *arg)
@@ -331,12 +346,15 @@ static void task_refuse(struct mcq_shard *sh, void *arg)
     struct mcq_pstate *ps = mcq_part_local(pt, &c->ref);
     if (ps) {
         ps->refused = true;
+        ps->claim_pending = false;
+        mcq_heldq_free(&ps->inq);
         if (pt->s->type == MCQ_PAIR) {
             mcq_log_warn("socket: PAIR already has a peer; closing the new one");
             ps->closing = true;
             mcq_peer_close(ps->peer, MCQ_CLOSE_ABORT);
         } else {
-            mcq_log_warn("socket: duplicate routing id; the new peer is ignored");
+            mcq_log_warn("socket: duplicate routing id; the new peer is ignored until the "
+                         "holder leaves");
         }
     }
     xctl_put(c);
@@ -360,6 +378,21 @@ static bool claim_stale(struct mcq_part *pt, const struct mcq_peer_ref *cur)
     return mcq_part_dent(pt, cur) == NULL;
 }
 
+/* A ROUTER peer refused for a duplicate id waits at the arbiter and gets the id when the
+ * holder leaves (a DEALER that reconnects before its old connection is seen gone). */
+static void claim_wait(struct mcq_part *pt, struct xctl *c)
+{
+    struct xctl *r = xctl_new(pt->s, &c->ref, 0, NULL, 0);
+    if (r)
+        ctl_send(pt, c->ref.shard, task_refuse, r);
+    if (pt->s->type != MCQ_ROUTER) {
+        xctl_put(c);
+        return;
+    }
+    c->next = pt->claim_waiting;
+    pt->claim_waiting = c;
+}
+
 static void task_claim(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
@@ -373,12 +406,12 @@ static void task_claim(struct mcq_shard *sh, void *arg)
     bool handover =
         pt->s->type == MCQ_ROUTER && atomic_load_explicit(&pt->s->handover, memory_order_relaxed);
     if (cur && !claim_stale(pt, cur) && !handover) {
-        ctl_send(pt, c->ref.shard, task_refuse, c);
+        claim_wait(pt, c);
         return;
     }
     if (mcq_idmap_put(&pt->claims, c->id, c->id_len, &c->ref, NULL) < 0) {
         mcq_log_error("socket: out of memory for a routing-id claim");
-        ctl_send(pt, c->ref.shard, task_refuse, c);
+        claim_wait(pt, c);
         return;
     }
     if (cur && !claim_stale(pt, &old)) {
@@ -389,15 +422,45 @@ static void task_claim(struct mcq_shard *sh, void *arg)
     ctl_broadcast(pt, task_bind, c, true);
 }
 
+/* Takes out of the waiting list the claims of `gone` and of peers no longer alive, and
+ * returns the first live claim for id (unlinked), if any; id NULL only cleans. */
+static struct xctl *claim_next(struct mcq_part *pt, const struct mcq_peer_ref *gone,
+                               const uint8_t *id, size_t len)
+{
+    struct xctl *found = NULL;
+    for (struct xctl **p = &pt->claim_waiting; *p;) {
+        struct xctl *w = *p;
+        bool dead = mcq_peer_ref_eq(&w->ref, gone) || claim_stale(pt, &w->ref);
+        bool match = id && !found && !dead && w->id_len == len && memcmp(w->id, id, len) == 0;
+        if (dead || match) {
+            *p = w->next;
+            if (match)
+                found = w;
+            else
+                xctl_put(w);
+            continue;
+        }
+        p = &w->next;
+    }
+    return found;
+}
+
 static void task_release(struct mcq_shard *sh, void *arg)
 {
     struct xctl *c = arg;
     struct mcq_part *pt = part_here(c->s, sh);
-    if (!pt->closing && mcq_idmap_del(&pt->claims, c->id, c->id_len, &c->ref)) {
-        ctl_broadcast(pt, task_unbind, c, true);
+    if (pt->closing || !mcq_idmap_del(&pt->claims, c->id, c->id_len, &c->ref)) {
+        if (!pt->closing)
+            xctl_put(claim_next(pt, &c->ref, NULL, 0));
+        xctl_put(c);
         return;
     }
-    xctl_put(c);
+    struct xctl *next = claim_next(pt, &c->ref, c->id, c->id_len);
+    ctl_broadcast(pt, task_unbind, c, true);
+    if (next && mcq_idmap_put(&pt->claims, next->id, next->id_len, &next->ref, NULL) == 0)
+        ctl_broadcast(pt, task_bind, next, true);
+    else if (next)
+        xctl_put(next);
 }
 
 static unsigned arbiter_of(struct mcq_socket *s, const uint8_t *id, size_t len)
@@ -509,15 +572,11 @@ static void handed_over(struct mcq_pstate *ps, unsigned from, bool req)
     ctl_send(pt, from, task_credit, c);
 }
 
-static bool local_room(const struct mcq_pstate *ps)
-{
-    return !ps->backlog.head && mcq_peer_writable(ps->peer);
-}
-
-/* Moves backlogged messages into the peer's queue while it has room. */
+/* Moves backlogged messages into the peer's queue while it takes them; a refusal arms the
+ * peer's writable(), which calls this again. */
 static void backlog_drain(struct mcq_pstate *ps)
 {
-    while (ps->backlog.head && mcq_peer_writable(ps->peer)) {
+    while (ps->backlog.head) {
         struct mcq_held *h = ps->backlog.head;
         int rc = mcq_peer_send(ps->peer, h->m);
         if (rc == -EAGAIN)
@@ -547,9 +606,16 @@ static void task_data(struct mcq_shard *sh, void *arg)
         handed_over(ps, from, false);
         return;
     }
-    if (local_room(ps) && mcq_peer_send(ps->peer, m) == 0) {
-        handed_over(ps, from, req);
-        return;
+    if (!ps->backlog.head) {
+        int rc = mcq_peer_send(ps->peer, m);
+        if (rc == 0) {
+            handed_over(ps, from, req);
+            return;
+        }
+        if (rc != -EAGAIN) {
+            mcq_msg_free(m);
+            return;
+        }
     }
     struct mcq_held *h = malloc(sizeof(*h));
     if (!h) {
@@ -568,7 +634,8 @@ int mcq_part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq
         struct mcq_pstate *ps = mcq_part_local(pt, r);
         if (!ps || !ps->up || ps->refused)
             return -EHOSTUNREACH;
-        if (!local_room(ps))
+        /* Behind other shards' messages: the backlog's refusal already armed writable(). */
+        if (ps->backlog.head)
             return -EAGAIN;
         int rc = mcq_peer_send(ps->peer, m);
         if (rc == -ENOTCONN)
@@ -654,8 +721,7 @@ void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_p
 
 /* --- local peers ----------------------------------------------------------------------------- */
 
-static struct mcq_pstate *pstate_new(struct mcq_part *pt, const struct mcq_cfgsnap *cfg,
-                                     bool accepted)
+static struct mcq_pstate *pstate_new(struct mcq_part *pt, const struct mcq_cfgsnap *cfg)
 {
     unsigned n = pt->s->n;
     struct mcq_pstate *ps = calloc(1, sizeof(*ps));
@@ -671,7 +737,6 @@ static struct mcq_pstate *pstate_new(struct mcq_part *pt, const struct mcq_cfgsn
     }
     ps->pt = pt;
     ps->cfg = cfg;
-    ps->accepted = accepted;
     ps->next = pt->peers;
     if (pt->peers)
         pt->peers->prev = ps;
@@ -686,6 +751,7 @@ static void pstate_free(struct mcq_pstate *ps)
 {
     struct mcq_part *pt = ps->pt;
     mcq_heldq_free(&ps->backlog);
+    mcq_heldq_free(&ps->inq);
     if (ps->prev)
         ps->prev->next = ps->next;
     else
@@ -749,6 +815,8 @@ static void peer_ready(struct mcq_peer *p)
     ps->up = true;
     ps->refused = false;
     ps->reqq_head = ps->reqq_len = 0;
+    ps->rep_held = 0;
+    ps->paused = false;
     memset(ps->owed, 0, s->n * sizeof(*ps->owed));
     struct mcq_peer_info info;
     mcq_peer_info(p, &info);
@@ -771,8 +839,10 @@ static void peer_ready(struct mcq_peer *p)
         else
             mcq_log_error("socket: out of memory announcing a peer");
     }
-    if (claims_id(ps))
+    if (claims_id(ps)) {
+        ps->claim_pending = true;
         send_claim(ps, task_claim);
+    }
     if (s->h.on_peer_up) {
         info.routing_id = ps->id;
         info.routing_id_len = ps->id_len;
@@ -786,6 +856,8 @@ static void peer_gone(struct mcq_pstate *ps, int reason)
     struct mcq_socket *s = pt->s;
     struct mcq_peer_ref r = mcq_pstate_ref(ps);
     ps->up = false;
+    ps->claim_pending = false;
+    mcq_heldq_free(&ps->inq);
     mcq_heldq_free(&ps->backlog);
     dir_down(pt, &r);
     if (mcq_type_routes_remote(s->type)) {
@@ -823,6 +895,17 @@ static void peer_msg(struct mcq_peer *p, struct mcq_msg *m)
     struct mcq_pstate *ps = mcq_peer_get_data(p);
     if (ps->pt->closing || !ps->up || ps->refused) {
         mcq_msg_free(m);
+        return;
+    }
+    if (ps->claim_pending) {
+        struct mcq_held *h = malloc(sizeof(*h));
+        if (!h) {
+            mcq_log_error("socket: out of memory holding input; message dropped");
+            mcq_msg_free(m);
+            return;
+        }
+        *h = (struct mcq_held){.m = m};
+        mcq_heldq_push(&ps->inq, h);
         return;
     }
     mcq_route_input(ps, m);
@@ -924,6 +1007,11 @@ static void part_close(struct mcq_part *pt)
     pt->want_writable = false;
     shard_unlink(pt);
     mcq_route_close(pt);
+    while (pt->claim_waiting) {
+        struct xctl *w = pt->claim_waiting;
+        pt->claim_waiting = w->next;
+        xctl_put(w);
+    }
     for (struct mcq_pstate *ps = pt->peers; ps; ps = ps->next) {
         ps->closing = true;
         mcq_peer_close(ps->peer, ps->cfg->linger == 0 ? MCQ_CLOSE_ABORT : MCQ_CLOSE_FLUSH);
@@ -1148,7 +1236,7 @@ static void on_accept(struct mcq_peer_listener *l, struct mcq_conn *c)
         mcq_conn_close(c, MCQ_CLOSE_ABORT);
         return;
     }
-    struct mcq_pstate *ps = pstate_new(pt, b->cfg, true);
+    struct mcq_pstate *ps = pstate_new(pt, b->cfg);
     if (!ps) {
         mcq_log_warn("socket: out of memory accepting a peer; connection closed");
         mcq_conn_close(c, MCQ_CLOSE_ABORT);
@@ -1202,7 +1290,7 @@ static void task_connect(struct mcq_shard *sh, void *arg)
     struct mcq_part *pt = part_here(cr->s, sh);
     if (pt->closing)
         return;
-    struct mcq_pstate *ps = pstate_new(pt, cr->cfg, false);
+    struct mcq_pstate *ps = pstate_new(pt, cr->cfg);
     if (!ps) {
         mcq_log_error("socket: out of memory connecting to %s", cr->endpoint);
         return;

@@ -70,6 +70,7 @@ struct mcq_cfgsnap {
     struct mcq_peer_cfg pcfg;
     struct mcq_zmtp_plain_credentials creds;
     uint32_t window; /* credits per (sending shard, remote peer) */
+    uint32_t rcvhwm; /* REP: requests held per peer before it is paused; 0 = no limit */
     int linger;      /* 0: close with ABORT */
     uint8_t identity[MCQ_ROUTING_ID_MAX];
     uint8_t username[MCQ_OPT_STR_MAX], password[MCQ_OPT_STR_MAX];
@@ -109,6 +110,7 @@ struct mcq_heldq {
 };
 
 struct mcq_pstate;
+struct xctl; /* socket.c's control event */
 
 /* A directory entry: one peer of the socket as this shard sees it. */
 struct mcq_dent {
@@ -129,18 +131,22 @@ struct mcq_pstate {
     struct mcq_part *pt;
     struct mcq_peer *peer;
     const struct mcq_cfgsnap *cfg;
-    bool accepted; /* freed after its closed(); a connecting peer outlives reconnects */
-    bool closing;  /* we closed it: freed after closed() */
-    bool up;       /* between ready() and closed() */
-    bool refused;  /* lost a routing-id (or PAIR) claim: its input is dropped */
+    bool accepted;      /* freed after its closed(); a connecting peer outlives reconnects */
+    bool closing;       /* we closed it: freed after closed() */
+    bool up;            /* between ready() and closed() */
+    bool refused;       /* lost a routing-id (or PAIR) claim: its input is dropped */
+    bool claim_pending; /* its id claim is unanswered: input waits in inq */
     uint32_t slot, gen;
     uint8_t id_len;
     bool id_chosen;
     uint8_t id[MCQ_ROUTING_ID_MAX];
     struct mcq_heldq backlog; /* from other shards, waiting for room */
+    struct mcq_heldq inq;     /* input held until the id is bound (a reply could not route) */
     uint32_t *owed;           /* [nshards] credits not yet returned per source */
     uint16_t *reqq;           /* REQ: shards awaiting a reply from this peer, in wire order */
     uint32_t reqq_head, reqq_len;
+    uint32_t rep_held; /* REP: its requests waiting in the partition's hold queue */
+    bool paused;       /* REP: input stopped at RCVHWM */
 };
 
 struct mcq_part {
@@ -155,9 +161,10 @@ struct mcq_part {
     struct mcq_dtab *dir;                     /* [nshards] */
     struct mcq_peer_ref *lb;
     uint32_t lb_len, lb_cap, lb_next;
-    struct mcq_idmap ids;    /* bound routing ids (ROUTER) or "" (PAIR) */
-    struct mcq_idmap claims; /* as arbiter: the authoritative holders */
-    uint32_t *own_gen;       /* last generation per own slot */
+    struct mcq_idmap ids;       /* bound routing ids (ROUTER) or "" (PAIR) */
+    struct mcq_idmap claims;    /* as arbiter: the authoritative holders */
+    struct xctl *claim_waiting; /* as arbiter: refused ROUTER claims, newest first */
+    uint32_t *own_gen;          /* last generation per own slot */
     uint32_t own_cap, own_used;
     uint32_t *free_slots;
     uint32_t nfree;

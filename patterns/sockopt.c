@@ -118,8 +118,9 @@ static bool supported(int type, int option)
     case MCQ_SNDHWM_BYTES:
         return can_send(type);
     case MCQ_RCVHWM:
-        /* Input goes to on_msg as it arrives: there is no receive queue for it to bound. */
-        return false;
+        /* Input goes to on_msg as it arrives; only REP holds requests (while a reply is
+         * owed), so only REP has a receive queue to bound. */
+        return type == MCQ_REP;
     case MCQ_ROUTING_ID:
         return mcq_zmtp_socket_type_sends_identity(type);
     case MCQ_ROUTER_MANDATORY:
@@ -335,6 +336,7 @@ struct mcq_cfgsnap *mcq_cfgsnap_new(struct mcq_socket *s, const struct mcq_peer_
     p->reconnect_ivl_max_ms = o->reconnect_ivl_max;
     p->connect_timeout_ms = (uint32_t)o->connect_timeout;
     c->window = o->sndhwm > 0 ? (uint32_t)o->sndhwm : UNLIMITED_WINDOW;
+    c->rcvhwm = (uint32_t)o->rcvhwm;
     c->linger = o->linger;
     c->next = s->cfgs;
     s->cfgs = c;

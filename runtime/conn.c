@@ -396,7 +396,8 @@ static void conn_op_done(struct mcq_conn *c)
  * flight. Only called last in a loop entry point, never under a user's call. */
 static void conn_maybe_free(struct mcq_conn *c)
 {
-    if (c->state != CONN_CLOSING || c->ops > 0 || c->notify_close)
+    /* A lingering connection may have no operation in flight between two sends. */
+    if (c->state != CONN_CLOSING || c->ops > 0 || c->notify_close || c->lingering)
         return;
     struct conn_shard *m = c->m;
     struct mcq_shard *sh = m->sh;

@@ -37,6 +37,7 @@
 #define T_SHARDS 4
 #define T_WAIT_S 10.0         /* bound for anything that must happen */
 #define T_ZMQ_TIMEOUT_MS 5000 /* libzmq send/recv bound */
+#define T_ZSOCKS 16           /* libzmq sockets per test */
 #define T_MAXF 8              /* frames recorded per message */
 
 struct t_rx {
@@ -58,7 +59,8 @@ struct t_app {
     bool echo;
     unsigned echo_fail;
     unsigned ups, downs, writables[T_SHARDS];
-    unsigned up_shard; /* owner shard of the last peer that came up */
+    unsigned up_shard;  /* owner shard of the last peer that came up */
+    void *zs[T_ZSOCKS]; /* libzmq sockets still open (closed at teardown if a test failed) */
 };
 
 static struct t_app app;
@@ -168,6 +170,10 @@ static inline void t_setup(void)
 
 static inline void t_teardown(void)
 {
+    /* libzmq peers first, so a socket closing with LINGER sees them gone. */
+    for (unsigned i = 0; i < T_ZSOCKS; i++)
+        if (app.zs[i])
+            zmq_close(app.zs[i]);
     if (app.s)
         mcq_socket_close(app.s);
     mcq_runtime_destroy(app.rt);
@@ -357,7 +363,20 @@ static inline void *z_socket(int type)
     zmq_setsockopt(z, ZMQ_SNDTIMEO, &v, sizeof(v));
     v = 50;
     zmq_setsockopt(z, ZMQ_RECONNECT_IVL, &v, sizeof(v));
+    unsigned i = 0;
+    while (i < T_ZSOCKS && app.zs[i])
+        i++;
+    cr_assert_lt(i, T_ZSOCKS, "too many libzmq sockets");
+    app.zs[i] = z;
     return z;
+}
+
+static inline void z_close(void *z)
+{
+    for (unsigned i = 0; i < T_ZSOCKS; i++)
+        if (app.zs[i] == z)
+            app.zs[i] = NULL;
+    zmq_close(z);
 }
 
 static inline void z_bind(void *z, const char *transport, char *buf, size_t len)

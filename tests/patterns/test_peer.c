@@ -29,6 +29,8 @@
 #define HB_IVL_MS 100
 #define HB_TIMEOUT_MS 300
 #define QUIET_S 1.0 /* silence longer than every heartbeat timeout, in seconds */
+#define PAUSE_MSGS 50u
+#define PAUSE_QUIET_S 0.3 /* seconds in which nothing may happen */
 
 /* --- the test owner ------------------------------------------------------------------------- */
 
@@ -735,14 +737,14 @@ Test(peer, maxmsgsize_exceeded_closes)
 #define HWM_MSG_BYTES (64u << 10)
 #define HWM_MSGS 8u
 #define HWM_SEND_MAX 100000u
+#define FILL_ROUNDS 64u /* refills after writable(), until the kernel buffers are full too */
 
 static void do_fill(struct mcq_shard *sh, void *arg)
 {
     (void)arg;
     static uint8_t body[HWM_MSG_BYTES];
-    ow.sent = 0;
     ow.send_rc = 0;
-    while (ow.sent < HWM_SEND_MAX) {
+    for (unsigned n = 0; n < HWM_SEND_MAX; n++) {
         struct mcq_msg *m = mcq_msg_new(sh);
         mcq_msg_append(m, &ow.sent, sizeof(ow.sent));
         mcq_msg_append(m, body, sizeof(body));
@@ -761,19 +763,30 @@ Test(peer, send_hwm_says_eagain_then_writable)
     ow.echo = false;
     ow.cfg.sndhwm = HWM_MSGS;
     ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
+    ow.cfg.conn.sndq_max_views = 1; /* full while any view waits: PONGs must wait in the peer */
     own_listen();
     void *ctx = zmq_ctx_new();
     void *d = zsock(ctx, ZMQ_DEALER);
     int hwm = 1, rcvbuf = 4096;
     zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    /* libzmq PINGs us all along; our PONGs must wait behind the backed-up data and still
+     * land between whole messages (else libzmq would drop the connection and messages). */
+    int ivl = 20, to = 10000;
+    zmq_setsockopt(d, ZMQ_HEARTBEAT_IVL, &ivl, sizeof(ivl));
+    zmq_setsockopt(d, ZMQ_HEARTBEAT_TIMEOUT, &to, sizeof(to));
     zconnect(d, ow.port);
-    zmq_send(d, "hi", 2, 0);
+    zmq_send(d, "0", 1, 0);
     cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
-    on_shard(do_fill, NULL);
-    cr_assert_eq(ow.send_rc, -EAGAIN, "send never reached the mark (%d)", ow.send_rc);
+    unsigned rounds = 0;
+    do {
+        on_shard(do_fill, NULL);
+        cr_assert_eq(ow.send_rc, -EAGAIN, "send never reached the mark (%d)", ow.send_rc);
+    } while (++rounds < FILL_ROUNDS &&
+             test_event_wait(&ow.writable_ev, (int)rounds, PAUSE_QUIET_S));
     unsigned sent = ow.sent;
     cr_assert_geq(sent, HWM_MSGS);
+    cr_assert_not(test_event_wait(&ow.closed_ev, 1, PAUSE_QUIET_S));
     /* Read everything: the queue drains and writable() fires. */
     for (unsigned i = 0; i < sent; i++) {
         struct rx r = {0};
@@ -783,7 +796,7 @@ Test(peer, send_hwm_says_eagain_then_writable)
         cr_assert_eq(r.len[1], HWM_MSG_BYTES);
         rx_clear(&r);
     }
-    cr_assert(test_event_wait(&ow.writable_ev, 1, WAIT_S), "no writable after draining");
+    cr_assert(test_event_wait(&ow.writable_ev, (int)rounds, WAIT_S), "no writable after draining");
     zmq_close(d);
     zmq_ctx_term(ctx);
 }
@@ -794,9 +807,6 @@ static void do_resume(struct mcq_shard *sh, void *arg)
     (void)arg;
     mcq_peer_resume(ow.last);
 }
-
-#define PAUSE_MSGS 50u
-#define PAUSE_QUIET_S 0.3
 
 Test(peer, pause_holds_input_and_resume_delivers_it_in_order)
 {
@@ -863,6 +873,114 @@ Test(peer, runtime_stop_closes_and_frees_every_peer)
     cr_assert_eq(ow.closes, 2, "closed() calls at stop: %u", ow.closes);
     cr_assert_eq(ow.last_reason, -ECANCELED);
     cr_assert_not(ow.last_reconnecting);
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
+/* A listening raw TCP socket on a free loopback port; *port gets the port. */
+static int raw_listen(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    socklen_t l = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int raw_accept(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, (int)(WAIT_S * 1000)), 1, "no connection came");
+    int fd = accept(lfd, NULL, NULL);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+Test(peer, reconnect_starts_fresh_no_half_message_carried_over)
+{
+    ow.echo = false;
+    uint16_t port;
+    int lfd = raw_listen(&port);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    on_shard(do_connect, ep);
+    int c1 = raw_accept(lfd);
+    raw_handshake(c1);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    static const uint8_t half[] = {0x01, 1, 'a'}; /* first frame, MORE set */
+    cr_assert_eq(send(c1, half, sizeof(half), 0), (ssize_t)sizeof(half));
+    close(c1);
+    cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
+    cr_assert(ow.last_reconnecting);
+    int c2 = raw_accept(lfd);
+    raw_handshake(c2);
+    cr_assert(test_event_wait(&ow.ready_ev, 2, WAIT_S));
+    static const uint8_t last[] = {0x00, 1, 'b'};
+    cr_assert_eq(send(c2, last, sizeof(last), 0), (ssize_t)sizeof(last));
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    const void *want[] = {"b"};
+    size_t wl[] = {1};
+    pthread_mutex_lock(&ow.lock);
+    assert_rx(&ow.last_msg, 1, want, wl);
+    pthread_mutex_unlock(&ow.lock);
+    close(c2);
+    close(lfd);
+}
+
+Test(peer, connect_retries_until_the_server_appears)
+{
+    uint16_t port = free_port();
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    on_shard(do_connect, ep);
+    cr_assert_eq(ow.send_rc, 0);
+    /* Refused attempts are silent and keep going (50 ms, backing off to 200 ms). */
+    cr_assert_not(test_event_wait(&ow.closed_ev, 1, PAUSE_QUIET_S), "a failed attempt reported");
+    void *ctx = zmq_ctx_new();
+    void *r = zsock(ctx, ZMQ_ROUTER);
+    cr_assert_eq(zmq_bind(r, ep), 0);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S), "never connected");
+    zmq_close(r);
+    zmq_ctx_term(ctx);
+}
+
+static void do_close_flush(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    (void)arg;
+    mcq_peer_close(ow.last, MCQ_CLOSE_FLUSH);
+}
+
+Test(peer, flush_close_delivers_every_queued_message)
+{
+    ow.echo = false;
+    ow.cfg.sndhwm = HWM_MSGS;
+    ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *d = zsock(ctx, ZMQ_DEALER);
+    int hwm = 1, rcvbuf = 4096;
+    zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    zconnect(d, ow.port);
+    zmq_send(d, "0", 1, 0);
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    on_shard(do_fill, NULL);
+    cr_assert_eq(ow.send_rc, -EAGAIN);
+    unsigned sent = ow.sent;
+    on_shard(do_close_flush, NULL);
+    for (unsigned i = 0; i < sent; i++) {
+        struct rx r = {0};
+        cr_assert(zrecv_parts(d, &r), "message %u of %u lost at close", i, sent);
+        cr_assert_eq(*(unsigned *)r.data[0], i);
+        rx_clear(&r);
+    }
+    cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
     zmq_close(d);
     zmq_ctx_term(ctx);
 }

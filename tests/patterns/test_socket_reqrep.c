@@ -29,7 +29,7 @@ static void rep_serves(const char *transport)
         t_free_rx(in);
     }
     cr_assert_eq(app.echo_fail, 0);
-    zmq_close(q);
+    z_close(q);
 }
 
 Test(socket_reqrep, rep_serves_libzmq_req_tcp)
@@ -68,7 +68,7 @@ static void req_asks(const char *transport)
         cr_assert_eq(in->shard, sh, "the reply comes back on the shard that asked");
         t_free_rx(in);
     }
-    zmq_close(p);
+    z_close(p);
 }
 
 Test(socket_reqrep, req_asks_libzmq_rep_tcp)
@@ -107,7 +107,7 @@ Test(socket_reqrep, req_message_format_at_router)
     cr_assert_eq(in->n, 1);
     cr_assert(rx_frame_is(in, 0, "GHI"));
     t_free_rx(in);
-    zmq_close(r);
+    z_close(r);
 }
 
 /* spec_rep test_envelope: a libzmq DEALER sends [X][Y][empty][A]; our REP's app sees A and
@@ -143,7 +143,7 @@ Test(socket_reqrep, rep_keeps_envelope)
     cr_assert_eq(r.n, 2);
     cr_assert(rx_frame_is(&r, 1, "B"));
     z_rx_clear(&r);
-    zmq_close(d);
+    z_close(d);
 }
 
 /* Our DEALER speaks to a libzmq REP by adding the delimiter itself. */
@@ -167,7 +167,7 @@ Test(socket_reqrep, dealer_to_libzmq_rep)
     cr_assert_eq(in->n, 2);
     cr_assert(in->len[0] == 0 && rx_frame_is(in, 1, "B"));
     t_free_rx(in);
-    zmq_close(p);
+    z_close(p);
 }
 
 /* spec_req test_round_robin_out: our REQ binds, five libzmq REPs connect (spread over the
@@ -210,6 +210,70 @@ Test(socket_reqrep, req_round_robin_out)
     }
     for (int i = 0; i < N; i++) {
         cr_assert_eq(hits[i], 1, "REP %d served %d requests", i, hits[i]);
-        zmq_close(p[i]);
+        z_close(p[i]);
     }
+}
+
+struct rep_probe {
+    unsigned held;
+    bool paused;
+    struct test_event done;
+};
+
+static void task_rep_probe(struct mcq_shard *sh, void *arg)
+{
+    struct rep_probe *p = arg;
+    struct mcq_part *pt = app.s->parts[mcq_shard_id(sh)];
+    p->held = pt->rep_hold.len;
+    p->paused = pt->peers && pt->peers->paused;
+    test_event_signal(&p->done);
+}
+
+/* REP with RCVHWM 2: a DEALER that pipelines six requests gets the first served while two
+ * wait and its connection is paused (no more are taken in); each reply lets the next in,
+ * and all six are answered in order. */
+Test(socket_reqrep, rep_rcvhwm_pauses_pipelining_peer)
+{
+    enum { N = 6, HWM = 2 };
+    char ep[256];
+    t_socket(MCQ_REP);
+    t_setopt_int(MCQ_RCVHWM, HWM);
+    t_bind("tcp", ep, sizeof(ep));
+    void *d = z_socket(ZMQ_DEALER);
+    cr_assert_eq(zmq_connect(d, ep), 0);
+    for (int i = 0; i < N; i++) {
+        char body[8];
+        snprintf(body, sizeof(body), "%d", i);
+        cr_assert_geq(zmq_send(d, "", 0, ZMQ_SNDMORE), 0);
+        z_send_strs(d, body, NULL);
+    }
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    unsigned sh = in->shard;
+    struct rep_probe p;
+    struct timespec until, now;
+    t_deadline(&until, T_WAIT_S);
+    do {
+        test_event_init(&p.done);
+        cr_assert_eq(mcq_runtime_post(app.rt, sh, task_rep_probe, &p), 0);
+        cr_assert(test_event_wait(&p.done, 1, T_WAIT_S));
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        cr_assert(now.tv_sec <= until.tv_sec, "never paused (held %u)", p.held);
+        sched_yield();
+    } while (!p.paused);
+    cr_assert_eq(p.held, HWM, "held requests bounded by RCVHWM");
+    for (int i = 0; i < N; i++) {
+        char body[8];
+        snprintf(body, sizeof(body), "%d", i);
+        cr_assert(rx_frame_is(in, 0, body), "request %d out of order", i);
+        t_free_rx(in);
+        cr_assert_eq(t_send_strs(sh, "ok", NULL), 0);
+        struct t_rx r;
+        cr_assert(z_recv(d, &r));
+        cr_assert(r.n == 2 && r.len[0] == 0 && rx_frame_is(&r, 1, "ok"));
+        z_rx_clear(&r);
+        in = i + 1 < N ? t_recv(T_WAIT_S) : NULL;
+        cr_assert(i + 1 == N || in, "request %d never delivered", i + 1);
+    }
+    z_close(d);
 }

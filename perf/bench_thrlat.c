@@ -312,7 +312,8 @@ static const char *policy(enum impl i, bool lat, unsigned spin_us, char *buf, si
                  lat ? "" : "one TCP stream in 256 KiB blocks, ", spin_us);
         break;
     default:
-        snprintf(buf, len, "blocking, default context (1 I/O thread), HWM 1000");
+        snprintf(buf, len,
+                 "blocking; default context: its I/O thread shares the pinned CPU; HWM 1000");
         break;
     }
     return buf;

@@ -48,6 +48,7 @@ static const struct mcq_conn_handler echo_handler = {
 
 struct mcq_client {
     struct bench_ctx *ctx;
+    struct mcq_runtime *rt;
     uint16_t port;
     unsigned spin_us;
     int err;
@@ -76,7 +77,10 @@ static void *mcq_client_main(void *arg)
             return NULL;
         }
         struct echo_result res;
+        struct mcq_shard_stats before, after;
+        mcq_runtime_stats(c->rt, 0, &before);
         c->err = echo_measure(fd, &o, &res);
+        mcq_runtime_stats(c->rt, 0, &after);
         close(fd);
         if (c->err < 0)
             return NULL;
@@ -86,6 +90,10 @@ static void *mcq_client_main(void *arg)
         bench_rec_num(r, "p99_us", res.p99_us);
         bench_rec_num(r, "msgs_per_s", res.msgs_per_s);
         bench_rec_int(r, "spin_us", c->spin_us);
+        /* Calls into jemalloc by the serving shard during this size's run (connection
+         * setup included): the steady-state echo path itself allocates nothing. */
+        bench_rec_int(r, "backend_allocs",
+                      (int64_t)(after.mem_backend_allocs - before.mem_backend_allocs));
         bench_rec_end(r);
     }
     return NULL;
@@ -106,7 +114,8 @@ static int bench_echo_mcq(struct bench_ctx *ctx)
         mcq_runtime_destroy(rt);
         return rc;
     }
-    struct mcq_client cli = {.ctx = ctx, .port = mcq_listener_port(l), .spin_us = cfg.spin_us};
+    struct mcq_client cli = {
+        .ctx = ctx, .rt = rt, .port = mcq_listener_port(l), .spin_us = cfg.spin_us};
     pthread_t t;
     rc = -pthread_create(&t, NULL, mcq_client_main, &cli);
     if (rc == 0)

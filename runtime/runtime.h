@@ -104,6 +104,7 @@ struct mcq_shard_stats {
     uint64_t mem_bytes;            /* arena: bytes in use (pages, slabs, tables) */
     uint64_t mem_pages;            /* arena: message pages in use */
     uint64_t remote_frees_pending; /* arena: pages released elsewhere, not yet home */
+    uint64_t mem_backend_allocs;   /* arena: calls into jemalloc so far (flat in steady state) */
 };
 
 /* Snapshot of shard `id`'s counters. Any thread. 0 or -EINVAL. */

@@ -147,6 +147,7 @@ int mcq_runtime_stats(const struct mcq_runtime *rt, unsigned id, struct mcq_shar
         out->mem_bytes = as.bytes_in_use;
         out->mem_pages = as.pages_in_use;
         out->remote_frees_pending = as.remote_frees_pending;
+        out->mem_backend_allocs = as.backend_allocs;
     }
     return 0;
 }

@@ -26,11 +26,12 @@ int mcq_topology_load(struct mcq_topology **out)
         free(t);
         return -EIO;
     }
-    /* hwloc hides disallowed PUs already; intersecting with our own binding also honours
-     * a taskset that narrowed this process. */
+    /* hwloc hides PUs the cgroup disallows; intersecting with the calling thread's binding
+     * also honours taskset (which every thread inherits) or a caller that narrowed itself.
+     * The process-wide binding would be the union over all threads, too wide. */
     hwloc_bitmap_t allowed = hwloc_bitmap_dup(hwloc_topology_get_allowed_cpuset(t->topo));
     hwloc_bitmap_t bound = hwloc_bitmap_alloc();
-    if (hwloc_get_cpubind(t->topo, bound, HWLOC_CPUBIND_PROCESS) == 0)
+    if (hwloc_get_cpubind(t->topo, bound, HWLOC_CPUBIND_THREAD) == 0)
         hwloc_bitmap_and(allowed, allowed, bound);
     hwloc_bitmap_free(bound);
 

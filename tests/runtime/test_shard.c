@@ -25,8 +25,17 @@ Test(shard, bad_config_is_einval)
 
 static struct {
     _Atomic unsigned ran_on[16];
+    _Atomic int cpu;
     struct test_event ev;
 } st;
+
+static void report_cpu(struct mcq_shard *sh, void *arg)
+{
+    (void)sh;
+    (void)arg;
+    atomic_store(&st.cpu, sched_getcpu());
+    test_event_signal(&st.ev);
+}
 
 static void where_am_i(struct mcq_shard *sh, void *arg)
 {
@@ -116,5 +125,25 @@ Test(shard, run_returns_zero_on_sigterm, .timeout = 60)
     cr_assert_eq(mcq_runtime_post(rt, 0, signal_started, &started), 0);
     cr_assert_eq(mcq_runtime_run(rt), 0);
     pthread_join(t, NULL);
+    mcq_runtime_destroy(rt);
+}
+
+Test(shard, a_narrowed_cpuset_gives_one_shard_pinned_inside_it, .timeout = 60)
+{
+    /* As `taskset -c 0`: the default shard count follows the allowed set, and the shard
+     * thread runs inside it. Done in this forked test process, so nothing else is affected. */
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+    unsetenv("MCQ_SHARDS");
+    struct mcq_runtime *rt = NULL;
+    cr_assert_eq(mcq_runtime_create(NULL, &rt), 0);
+    cr_assert_eq(mcq_runtime_shard_count(rt), 1);
+    memset(&st, 0, sizeof(st));
+    test_event_init(&st.ev);
+    cr_assert_eq(mcq_runtime_post(rt, 0, report_cpu, NULL), 0);
+    cr_assert(test_event_wait(&st.ev, 1, 30));
+    cr_assert_eq(atomic_load(&st.cpu), 0, "shard ran on CPU %d", atomic_load(&st.cpu));
     mcq_runtime_destroy(rt);
 }

@@ -123,7 +123,8 @@ struct mcq_socket_handlers {
 };
 
 /* Creates a socket of `type` spanning every shard of rt. The handlers struct is copied.
- * 0, -EINVAL (unknown type) or -ENOMEM. Any thread that is not a shard, before or while
+ * 0, -EINVAL (unknown type, or called on a shard), -ENOTSUP (PUB, SUB, XPUB, XSUB: not yet),
+ * -ESHUTDOWN (the runtime is stopping) or -ENOMEM. Any thread that is not a shard, while
  * the runtime runs. */
 int mcq_socket_create(struct mcq_runtime *rt, enum mcq_socket_type type,
                       const struct mcq_socket_handlers *h, struct mcq_socket **out);
@@ -149,7 +150,11 @@ int mcq_connect(struct mcq_socket *s, const char *endpoint);
  * success (0); on error the caller still owns m. -EAGAIN: no peer can take it now (HWM,
  * or no peer yet for DEALER/PUSH/REQ/PAIR); on_writable follows when room returns.
  * -EHOSTUNREACH: ROUTER with ROUTER_MANDATORY and an unknown id. -EFSM: REQ/REP out of
- * turn. -ENOTSUP: the type cannot send (PULL, SUB). Multipart messages are atomic. */
+ * turn. -ENOTSUP: the type cannot send (PULL, SUB). -ENOTCONN: the socket is closing.
+ * Multipart messages are atomic. REQ and REP keep their turn per shard: each shard has at
+ * most one request out (REQ; its reply comes back on that shard, and a new request is
+ * allowed, with on_writable, if the asked peer goes away) or owes one reply (REP: send it
+ * on the shard the request arrived on; later requests there wait until it was sent). */
 int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m);
 
 /* Closes the socket: stops accepting and connecting, flushes queued output for up to
@@ -165,7 +170,7 @@ void mcq_socket_close(struct mcq_socket *s);
 #define MCQ_RECONNECT_IVL_MAX 21   /* int ms; default 0 = no backoff */
 #define MCQ_MAXMSGSIZE 22          /* int64 bytes; default -1 = no limit */
 #define MCQ_SNDHWM 23              /* int messages per peer; default 1000; 0 = none */
-#define MCQ_RCVHWM 24              /* int messages per peer; default 1000; 0 = none */
+#define MCQ_RCVHWM 24              /* int requests per peer held by REP; default 1000 */
 #define MCQ_LAST_ENDPOINT 32       /* get only: string */
 #define MCQ_ROUTER_MANDATORY 33    /* int 0/1 */
 #define MCQ_TCP_KEEPALIVE 34       /* int -1 (OS), 0, 1 */

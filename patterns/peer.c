@@ -307,7 +307,6 @@ static void arm_timer(struct mcq_peer *p)
 /* Closes the current connection on our side (once; a later ABORT still upgrades a FLUSH). */
 static void end_conn(struct mcq_peer *p, enum mcq_close_how how)
 {
-    fprintf(stderr, "DEBUG end_conn how=%d q=%u sndq=%zu ending=%d\n", how, p->q_msgs, mcq_conn_sndq_bytes(p->conn), p->conn_ending);
     if (how == MCQ_CLOSE_FLUSH && !p->conn_ending)
         flush_ctl(p);
     p->conn_ending = true;
@@ -626,7 +625,6 @@ static void peer_on_writable(struct mcq_conn *c, void *user)
 
 static void peer_on_close(struct mcq_conn *c, void *user, int reason)
 {
-    fprintf(stderr, "DEBUG on_close %d\n", reason);
     (void)c;
     struct mcq_peer *p = user;
     if (p)

@@ -45,7 +45,8 @@ struct mcq_peer_ops {
 struct mcq_peer_cfg {
     const struct mcq_peer_ops *ops;
     struct mcq_zmtp_config zmtp; /* socket type, mechanism, identity, limits, timers */
-    struct mcq_conn_cfg conn;    /* keepalive, linger, send queue bytes */
+    struct mcq_conn_cfg conn;    /* keepalive, linger, send queue bytes (connecting peers;
+                                    listen with the same so accepted peers match) */
     unsigned sndhwm;             /* messages queued per peer; 0 = unlimited */
     uint64_t sndhwm_bytes;       /* bytes queued per peer; 0 = unlimited */
     int reconnect_ivl_ms;        /* -1 = never reconnect */

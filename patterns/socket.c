@@ -584,8 +584,7 @@ static void backlog_drain(struct mcq_pstate *ps)
         mcq_heldq_pop(&ps->backlog);
         if (rc < 0)
             mcq_msg_free(h->m);
-        else
-            handed_over(ps, h->from, h->req);
+        handed_over(ps, h->from, h->req && rc == 0);
         free(h);
     }
 }
@@ -613,7 +612,9 @@ static void task_data(struct mcq_shard *sh, void *arg)
             return;
         }
         if (rc != -EAGAIN) {
+            /* Lost (peer closing, or no memory): the credit still goes back. */
             mcq_msg_free(m);
+            handed_over(ps, from, false);
             return;
         }
     }
@@ -1156,7 +1157,8 @@ static bool type_supported(int type)
 int mcq_socket_create(struct mcq_runtime *rt, enum mcq_socket_type type,
                       const struct mcq_socket_handlers *h, struct mcq_socket **out)
 {
-    if (!rt || !out || (int)type < MCQ_PAIR || type > MCQ_XSUB)
+    /* It waits for every shard: on a shard it would wait for itself. */
+    if (!rt || !out || (int)type < MCQ_PAIR || type > MCQ_XSUB || mcq_shard_current())
         return -EINVAL;
     if (!type_supported(type))
         return -ENOTSUP;
@@ -1339,6 +1341,11 @@ void mcq_socket_close(struct mcq_socket *s)
 {
     if (!s)
         return;
+    if (mcq_shard_current()) {
+        mcq_log_error("mcq_socket_close called on a shard: it must wait for the shards; "
+                      "socket left open");
+        return;
+    }
     pthread_mutex_lock(&s->lock);
     s->closed = true;
     for (struct mcq_bound *b = s->bound; b; b = b->next) {

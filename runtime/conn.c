@@ -832,6 +832,29 @@ int mcq_conn_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
 /* --- the rest of the API ------------------------------------------------------------------------
  */
 
+/* Queues *v (taking its reference) for sending. A view that continues the last queued one
+ * in the same page (batched headers and small bodies) just extends it, so one iovec can
+ * carry many small messages. 0 or -ENOMEM (v untouched). */
+static int out_append(struct mcq_conn *c, struct mcq_view *v)
+{
+    struct view_queue *q = &c->out;
+    if (q->len) {
+        struct mcq_view *last = vq_at(q, q->len - 1);
+        if (last->ref == v->ref && last->off + last->len == v->off &&
+            v->len <= UINT32_MAX - last->len) {
+            last->len += v->len;
+            c->out_bytes += v->len;
+            mcq_view_unref(v);
+            return 0;
+        }
+    }
+    if (vq_push(c->m->arena, q, v) < 0)
+        return -ENOMEM;
+    c->out_bytes += v->len;
+    *v = (struct mcq_view){0};
+    return 0;
+}
+
 int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v)
 {
     if (c->state == CONN_CONNECTING)
@@ -846,10 +869,8 @@ int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v)
         mcq_view_unref(v);
         return 0;
     }
-    if (vq_push(c->m->arena, &c->out, v) < 0)
+    if (out_append(c, v) < 0)
         return -ENOMEM;
-    c->out_bytes += v->len;
-    *v = (struct mcq_view){0};
     if (conn_queue_full(c))
         c->want_writable = true;
     mcq_shard_defer(c->m->sh, &c->turn);
@@ -873,9 +894,7 @@ int mcq_conn_sendv(struct mcq_conn *c, struct mcq_view *v, unsigned n)
             mcq_view_unref(&v[i]);
             continue;
         }
-        vq_push(c->m->arena, &c->out, &v[i]);
-        c->out_bytes += v[i].len;
-        v[i] = (struct mcq_view){0};
+        out_append(c, &v[i]); /* cannot fail: room was reserved */
     }
     if (conn_queue_full(c))
         c->want_writable = true;

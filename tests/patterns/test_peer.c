@@ -58,8 +58,13 @@ struct owner {
     unsigned readies, closes, msgs;
     struct rx last_msg;
     int echo_failures;
-    unsigned sent;       /* by the HWM task */
-    unsigned pause_at;   /* pause the peer when this many messages arrived (0: never) */
+    unsigned sent;         /* by the HWM task */
+    unsigned pause_at;     /* pause the peer when this many messages arrived (0: never) */
+    const char *sub_topic; /* SUB owner: subscribe to this on ready */
+    int sub_rc;
+    unsigned subs, cancels; /* subscriptions the peer told us about */
+    char sub_last[64];
+    struct test_event sub_ev;
     unsigned seq_errors; /* messages whose first frame is not their arrival index */
     int send_rc;
 };
@@ -82,6 +87,9 @@ static void own_ready(struct mcq_peer *p)
     ow.peer_type = info.socket_type;
     ow.readies++;
     pthread_mutex_unlock(&ow.lock);
+    if (ow.sub_topic)
+        ow.sub_rc = mcq_peer_send_subscription(p, true, (const uint8_t *)ow.sub_topic,
+                                               strlen(ow.sub_topic));
     test_event_signal(&ow.ready_ev);
 }
 
@@ -142,7 +150,23 @@ static unsigned own_auth(struct mcq_peer *p, const struct mcq_auth_request *req)
     return ok ? 200 : 400;
 }
 
+static void own_subscription(struct mcq_peer *p, bool subscribe, const uint8_t *topic, size_t len)
+{
+    (void)p;
+    pthread_mutex_lock(&ow.lock);
+    if (subscribe)
+        ow.subs++;
+    else
+        ow.cancels++;
+    size_t n = len < sizeof(ow.sub_last) - 1 ? len : sizeof(ow.sub_last) - 1;
+    memcpy(ow.sub_last, topic, n);
+    ow.sub_last[n] = '\0';
+    pthread_mutex_unlock(&ow.lock);
+    test_event_signal(&ow.sub_ev);
+}
+
 static const struct mcq_peer_ops own_ops = {
+    .subscription = own_subscription,
     .ready = own_ready,
     .msg = own_msg,
     .writable = own_writable,
@@ -166,6 +190,7 @@ static void setup(void)
     test_event_init(&ow.closed_ev);
     test_event_init(&ow.writable_ev);
     test_event_init(&ow.done_ev);
+    test_event_init(&ow.sub_ev);
     ow.echo = true;
     ow.cfg.ops = &own_ops;
     ow.cfg.zmtp.socket_type = MCQ_ZMTP_DEALER;
@@ -216,7 +241,9 @@ static void teardown(void)
 
 static void own_listen(void)
 {
-    struct mcq_conn_cfg cc = {.handler = &mcq_peer_listener_handler, .user = &ow.lst};
+    struct mcq_conn_cfg cc = ow.cfg.conn; /* as the socket layer does: one conn cfg for both */
+    cc.handler = &mcq_peer_listener_handler;
+    cc.user = &ow.lst;
     cr_assert_eq(mcq_conn_listen(ow.rt, "tcp://127.0.0.1:0", &cc, &ow.l), 0);
     ow.port = mcq_listener_port(ow.l);
 }
@@ -982,5 +1009,54 @@ Test(peer, flush_close_delivers_every_queued_message)
     }
     cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
     zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
+Test(peer, sub_side_subscribes_to_libzmq_pub)
+{
+    ow.echo = false;
+    ow.cfg.zmtp.socket_type = MCQ_ZMTP_SUB;
+    ow.sub_topic = "A";
+    void *ctx = zmq_ctx_new();
+    void *pub = zsock(ctx, ZMQ_PUB);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", free_port());
+    cr_assert_eq(zmq_bind(pub, ep), 0);
+    on_shard(do_connect, ep);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    cr_assert_eq(ow.sub_rc, 0);
+    /* PUB drops until our subscription arrives: publish until a message gets through. */
+    bool got = false;
+    for (int i = 0; i < (int)(WAIT_S * 100) && !got; i++) {
+        zmq_send(pub, "B-no", 4, 0);
+        zmq_send(pub, "A-yes", 5, 0);
+        got = test_event_wait(&ow.msg_ev, 1, 0.01);
+    }
+    cr_assert(got, "subscription never took effect");
+    pthread_mutex_lock(&ow.lock);
+    cr_assert(ow.last_msg.n == 1 && ow.last_msg.len[0] == 5 &&
+              memcmp(ow.last_msg.data[0], "A-yes", 5) == 0);
+    pthread_mutex_unlock(&ow.lock);
+    zmq_close(pub);
+    zmq_ctx_term(ctx);
+}
+
+Test(peer, pub_side_hears_libzmq_sub_subscribe_and_cancel)
+{
+    ow.cfg.zmtp.socket_type = MCQ_ZMTP_PUB;
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *sub = zsock(ctx, ZMQ_SUB);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "topic", 5);
+    zconnect(sub, ow.port);
+    cr_assert(test_event_wait(&ow.sub_ev, 1, WAIT_S), "no SUBSCRIBE");
+    zmq_setsockopt(sub, ZMQ_UNSUBSCRIBE, "topic", 5);
+    cr_assert(test_event_wait(&ow.sub_ev, 2, WAIT_S), "no CANCEL");
+    pthread_mutex_lock(&ow.lock);
+    cr_assert_eq(ow.subs, 1);
+    cr_assert_eq(ow.cancels, 1);
+    cr_assert_str_eq(ow.sub_last, "topic");
+    pthread_mutex_unlock(&ow.lock);
+    zmq_close(sub);
     zmq_ctx_term(ctx);
 }

@@ -149,3 +149,102 @@ Test(socket_flow, router_id_survives_reconnect)
         cr_assert(t_wait_count(&app.downs, (unsigned)round + 1, T_WAIT_S));
     }
 }
+
+/* ROUTER at a peer's HWM: with ROUTER_MANDATORY -EAGAIN and on_writable once the peer reads
+ * (libzmq test_router_mandatory_hwm); without it the message is dropped and send says 0. */
+static void router_hwm(bool mandatory)
+{
+    char ep[256];
+    t_socket(MCQ_ROUTER);
+    t_setopt_int(MCQ_SNDHWM, SMALL_HWM);
+    t_setopt_int(MCQ_LINGER, 0);
+    t_setopt_int(MCQ_ROUTER_MANDATORY, mandatory);
+    t_bind("tcp", ep, sizeof(ep));
+    void *d = z_socket(ZMQ_DEALER);
+    int one = 1;
+    zmq_setsockopt(d, ZMQ_RCVHWM, &one, sizeof(one));
+    zmq_setsockopt(d, ZMQ_ROUTING_ID, "X", 1);
+    cr_assert_eq(zmq_connect(d, ep), 0);
+    z_send_strs(d, "hello", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    t_free_rx(in);
+    unsigned from = (app.up_shard + 2) % T_SHARDS;
+    struct t_send j = {.nf = 2, .f = {"X", big}, .len = {1, BIG_BYTES}};
+    struct timespec until, now;
+    t_deadline(&until, T_WAIT_S);
+    int rc;
+    while ((rc = t_send_job(from, &j)) == -EHOSTUNREACH) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        cr_assert(now.tv_sec <= until.tv_sec, "X never routable from shard %u", from);
+        sched_yield();
+    }
+    unsigned sent = 0;
+    while (rc == 0 && sent < SEND_MAX) {
+        sent++;
+        rc = t_send_job(from, &j);
+    }
+    if (!mandatory) {
+        cr_assert_eq(rc, 0, "without MANDATORY the ROUTER drops at the mark");
+        z_close(d);
+        return;
+    }
+    cr_assert_eq(rc, -EAGAIN, "%u sent", sent);
+    unsigned before = j.writables_before;
+    for (unsigned i = 0; i < sent; i++) {
+        struct t_rx r;
+        cr_assert(z_recv(d, &r), "message %u of %u lost", i, sent);
+        z_rx_clear(&r);
+    }
+    cr_assert(t_wait_count(&app.writables[from], before + 1, T_WAIT_S), "no on_writable");
+    cr_assert_eq(t_send_job(from, &j), 0);
+    z_close(d);
+}
+
+Test(socket_flow, router_mandatory_hwm)
+{
+    router_hwm(true);
+}
+
+Test(socket_flow, router_hwm_drops_without_mandatory)
+{
+    router_hwm(false);
+}
+
+/* Ghost peers: a remote shard fills a PULL's backlog through credits, then the PULL goes
+ * away. Its backlog and the messages still in flight to it are dropped on arrival (no
+ * leak: the teardown checks), the dead peer leaves every shard's ring, and a new PULL gets
+ * the next messages. */
+Test(socket_flow, peer_gone_with_backlog)
+{
+    char ep[256];
+    t_socket(MCQ_PUSH);
+    t_setopt_int(MCQ_SNDHWM, SMALL_HWM);
+    t_setopt_int(MCQ_LINGER, 0);
+    t_bind("tcp", ep, sizeof(ep));
+    void *z = z_socket(ZMQ_PULL);
+    int one = 1;
+    zmq_setsockopt(z, ZMQ_RCVHWM, &one, sizeof(one));
+    cr_assert_eq(zmq_connect(z, ep), 0);
+    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    unsigned from = (app.up_shard + 1) % T_SHARDS;
+    cr_assert(t_wait_lb(from, 1));
+    struct t_send j = {.nf = 1, .f = {big}, .len = {BIG_BYTES}};
+    unsigned sent = 0;
+    while (sent < SEND_MAX && t_send_job(from, &j) == 0)
+        sent++;
+    cr_assert_lt(sent, SEND_MAX);
+    z_close(z);
+    cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S));
+    z = z_socket(ZMQ_PULL);
+    cr_assert_eq(zmq_connect(z, ep), 0);
+    cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S));
+    const char *fresh = "fresh";
+    j = (struct t_send){.nf = 1, .f = {fresh}, .len = {5}};
+    cr_assert_eq(t_send_job_wait(from, &j), 0);
+    struct t_rx r;
+    cr_assert(z_recv(z, &r));
+    cr_assert(rx_frame_is(&r, 0, "fresh"), "a ghost's message reached the new peer");
+    z_rx_clear(&r);
+    z_close(z);
+}

@@ -277,3 +277,56 @@ Test(socket_reqrep, rep_rcvhwm_pauses_pipelining_peer)
     }
     z_close(d);
 }
+
+/* spec_req test_req_only_listens_to_current_peer: our REQ (id "A") connects to three libzmq
+ * ROUTERs; after each request every ROUTER answers, and only the asked one's reply is
+ * delivered. */
+Test(socket_reqrep, req_only_listens_to_current_peer)
+{
+    enum { N = 3 };
+    char ep[N][256];
+    void *r[N];
+    t_socket(MCQ_REQ);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_ROUTING_ID, "A", 1), 0);
+    for (int i = 0; i < N; i++) {
+        r[i] = z_socket(ZMQ_ROUTER);
+        int one = 1;
+        zmq_setsockopt(r[i], ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
+        z_bind(r[i], "tcp", ep[i], sizeof(ep[i]));
+        cr_assert_eq(mcq_connect(app.s, ep[i]), 0);
+    }
+    cr_assert(t_wait_count(&app.ups, N, T_WAIT_S));
+    cr_assert(t_wait_lb(0, N));
+    for (int c = 0; c < N; c++) {
+        cr_assert_eq(t_send_strs(0, "ABC", NULL), 0);
+        zmq_pollitem_t items[N];
+        for (int i = 0; i < N; i++)
+            items[i] = (zmq_pollitem_t){.socket = r[i], .events = ZMQ_POLLIN};
+        cr_assert_eq(zmq_poll(items, N, T_ZMQ_TIMEOUT_MS), 1);
+        int asked = -1;
+        for (int i = 0; i < N; i++)
+            if (items[i].revents & ZMQ_POLLIN)
+                asked = i;
+        struct t_rx m;
+        cr_assert(z_recv(r[asked], &m));
+        z_rx_clear(&m);
+        /* The others answer first, so a wrong reply would be delivered before the good one. */
+        for (int i = 0; i < N; i++) {
+            if (i == asked)
+                continue;
+            cr_assert_geq(zmq_send(r[i], "A", 1, ZMQ_SNDMORE), 0);
+            cr_assert_geq(zmq_send(r[i], "", 0, ZMQ_SNDMORE), 0);
+            z_send_strs(r[i], "WRONG", NULL);
+        }
+        cr_assert_geq(zmq_send(r[asked], "A", 1, ZMQ_SNDMORE), 0);
+        cr_assert_geq(zmq_send(r[asked], "", 0, ZMQ_SNDMORE), 0);
+        z_send_strs(r[asked], "GOOD", NULL);
+        struct t_rx *in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in);
+        cr_assert(rx_frame_is(in, 0, "GOOD"), "got %s", (char *)in->data[0]);
+        t_free_rx(in);
+    }
+    for (int i = 0; i < N; i++)
+        z_close(r[i]);
+    cr_assert_null(t_recv(0.1), "a WRONG reply was delivered");
+}

@@ -194,3 +194,69 @@ Test(socket_router, options_by_type)
     cr_assert_eq(mcq_socket_create(app.rt, MCQ_SUB, &(struct mcq_socket_handlers){0}, &sub),
                  -ENOTSUP);
 }
+
+/* Duplicate routing id: without ROUTER_HANDOVER the first holder keeps it and the second
+ * peer is ignored; with it the newcomer takes the id and the old connection is closed. */
+static void duplicate_id(bool handover)
+{
+    char ep[256];
+    t_socket(MCQ_ROUTER);
+    t_setopt_int(MCQ_ROUTER_HANDOVER, handover);
+    t_setopt_int(MCQ_ROUTER_MANDATORY, 1);
+    t_bind("tcp", ep, sizeof(ep));
+    void *d1 = z_socket(ZMQ_DEALER);
+    zmq_setsockopt(d1, ZMQ_ROUTING_ID, "H", 1);
+    cr_assert_eq(zmq_connect(d1, ep), 0);
+    z_send_strs(d1, "one", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    t_free_rx(in);
+    void *d2 = z_socket(ZMQ_DEALER);
+    zmq_setsockopt(d2, ZMQ_ROUTING_ID, "H", 1);
+    cr_assert_eq(zmq_connect(d2, ep), 0);
+    cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S));
+    z_send_strs(d2, "two", NULL);
+    void *winner = handover ? d2 : d1, *loser = handover ? d1 : d2;
+    if (handover) {
+        cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S), "old holder not closed");
+        in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in, "the new holder's message");
+        cr_assert(rx_frame_is(in, 1, "two"));
+        t_free_rx(in);
+    }
+    /* Replies to "H" from every shard reach the winner only. */
+    for (unsigned sh = 0; sh < T_SHARDS; sh++) {
+        struct t_send j = {.nf = 2, .f = {"H", "r"}, .len = {1, 1}};
+        struct timespec until, now;
+        t_deadline(&until, T_WAIT_S);
+        int rc;
+        struct t_rx m;
+        for (;;) {
+            rc = t_send_job(sh, &j);
+            cr_assert(rc == 0 || rc == -EHOSTUNREACH);
+            zmq_pollitem_t it = {.socket = winner, .events = ZMQ_POLLIN};
+            if (rc == 0 && zmq_poll(&it, 1, 100) == 1)
+                break;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            cr_assert(now.tv_sec <= until.tv_sec, "shard %u never reached the holder", sh);
+        }
+        cr_assert(z_recv(winner, &m));
+        z_rx_clear(&m);
+    }
+    zmq_pollitem_t it = {.socket = loser, .events = ZMQ_POLLIN};
+    cr_assert_eq(zmq_poll(&it, 1, 100), 0, "the other peer got a reply");
+    if (!handover)
+        cr_assert_null(t_recv(0.1), "the ignored peer's message was delivered");
+    z_close(d1);
+    z_close(d2);
+}
+
+Test(socket_router, duplicate_id_ignored)
+{
+    duplicate_id(false);
+}
+
+Test(socket_router, duplicate_id_handover)
+{
+    duplicate_id(true);
+}

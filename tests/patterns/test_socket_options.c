@@ -1,0 +1,149 @@
+/* Options that change what happens on the wire, against libzmq: PLAIN server (our on_auth
+ * decides) and client, MAXMSGSIZE. */
+#include "socket_util.h"
+
+#include <stdatomic.h>
+
+TestSuite(socket_options, .init = t_setup, .fini = t_teardown, .timeout = 60);
+
+static unsigned auth_calls;
+
+static unsigned check_auth(struct mcq_shard *sh, struct mcq_socket *s,
+                           const struct mcq_auth_request *req, void *user)
+{
+    (void)sh;
+    (void)s;
+    struct t_app *a = user;
+    bool ok = req->username_len == 5 && memcmp(req->username, "admin", 5) == 0 &&
+              req->password_len == 6 && memcmp(req->password, "secret", 6) == 0 &&
+              strcmp(req->mechanism, "PLAIN") == 0 && strcmp(req->domain, "dom") == 0;
+    pthread_mutex_lock(&a->lock);
+    auth_calls++;
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->lock);
+    return ok ? 200 : 400;
+}
+
+Test(socket_options, plain_server_uses_on_auth)
+{
+    char ep[256];
+    struct mcq_socket_handlers h = {
+        .on_msg = t_on_msg, .on_peer_up = t_on_up, .on_auth = check_auth, .user = &app};
+    cr_assert_eq(mcq_socket_create(app.rt, MCQ_REP, &h, &app.s), 0);
+    app.echo = true;
+    t_setopt_int(MCQ_PLAIN_SERVER, 1);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_ZAP_DOMAIN, "dom", 3), 0);
+    t_bind("tcp", ep, sizeof(ep));
+    void *bad = z_socket(ZMQ_REQ);
+    zmq_setsockopt(bad, ZMQ_PLAIN_USERNAME, "admin", 5);
+    zmq_setsockopt(bad, ZMQ_PLAIN_PASSWORD, "wrong", 5);
+    cr_assert_eq(zmq_connect(bad, ep), 0);
+    cr_assert(t_wait_count(&auth_calls, 1, T_WAIT_S), "on_auth never asked");
+    void *good = z_socket(ZMQ_REQ);
+    zmq_setsockopt(good, ZMQ_PLAIN_USERNAME, "admin", 5);
+    zmq_setsockopt(good, ZMQ_PLAIN_PASSWORD, "secret", 6);
+    cr_assert_eq(zmq_connect(good, ep), 0);
+    z_send_strs(good, "hi", NULL);
+    struct t_rx r;
+    cr_assert(z_recv(good, &r), "the good client was not served");
+    cr_assert(rx_frame_is(&r, 0, "hi"));
+    z_rx_clear(&r);
+    pthread_mutex_lock(&app.lock);
+    unsigned ups = app.ups;
+    pthread_mutex_unlock(&app.lock);
+    cr_assert_eq(ups, 1, "the refused client became a peer");
+    z_close(bad);
+    z_close(good);
+}
+
+/* A ZAP handler for the libzmq side (RFC 27): accepts everyone and remembers the last
+ * PLAIN user name it was shown. */
+struct zap_handler {
+    void *rep;
+    pthread_t thread;
+    _Atomic bool stop;
+    char user[64];
+};
+
+static void *zap_main(void *arg)
+{
+    struct zap_handler *z = arg;
+    while (!atomic_load(&z->stop)) {
+        zmq_pollitem_t it = {.socket = z->rep, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 20) <= 0)
+            continue;
+        struct t_rx req;
+        if (!z_recv(z->rep, &req))
+            continue;
+        /* version, request id, domain, address, identity, mechanism, user, password */
+        if (req.n >= 8 && req.len[6] < sizeof(z->user))
+            memcpy(z->user, req.data[6], req.len[6] + 1);
+        const char *reply[] = {"1.0", req.n > 1 ? (char *)req.data[1] : "", "200", "OK", "", ""};
+        for (unsigned i = 0; i < 6; i++)
+            zmq_send(z->rep, reply[i], strlen(reply[i]), i < 5 ? ZMQ_SNDMORE : 0);
+        z_rx_clear(&req);
+    }
+    return NULL;
+}
+
+/* Our DEALER as PLAIN client of a libzmq PLAIN server: the credentials reach its ZAP. */
+Test(socket_options, plain_client_handshakes)
+{
+    char ep[256];
+    static struct zap_handler zap;
+    zap.rep = z_socket(ZMQ_REP);
+    cr_assert_eq(zmq_bind(zap.rep, "inproc://zeromq.zap.01"), 0);
+    atomic_store(&zap.stop, false);
+    cr_assert_eq(pthread_create(&zap.thread, NULL, zap_main, &zap), 0);
+    void *r = z_socket(ZMQ_ROUTER);
+    int one = 1;
+    zmq_setsockopt(r, ZMQ_PLAIN_SERVER, &one, sizeof(one));
+    z_bind(r, "tcp", ep, sizeof(ep));
+    t_socket(MCQ_DEALER);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_PLAIN_USERNAME, "u", 1), 0);
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_PLAIN_PASSWORD, "p", 1), 0);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    struct t_send j = {.nf = 1, .f = {"over-plain"}, .len = {10}};
+    int rc = t_send_job_wait(0, &j);
+    atomic_store(&zap.stop, true);
+    pthread_join(zap.thread, NULL);
+    cr_assert_eq(rc, 0, "no PLAIN handshake");
+    struct t_rx m;
+    cr_assert(z_recv(r, &m));
+    cr_assert(rx_frame_is(&m, 1, "over-plain"));
+    z_rx_clear(&m);
+    cr_assert_str_eq(zap.user, "u");
+    char user[16];
+    size_t len = sizeof(user);
+    cr_assert_eq(mcq_getsockopt(app.s, MCQ_PLAIN_USERNAME, user, &len), 0);
+    cr_assert_str_eq(user, "u");
+}
+
+/* MAXMSGSIZE 100: a 50-byte frame passes, a 200-byte one closes the peer undelivered. */
+Test(socket_options, maxmsgsize_closes_offender)
+{
+    char ep[256];
+    t_socket(MCQ_PULL);
+    int64_t max = 100;
+    cr_assert_eq(mcq_setsockopt(app.s, MCQ_MAXMSGSIZE, &max, sizeof(max)), 0);
+    t_bind("ipc", ep, sizeof(ep));
+    void *z = z_socket(ZMQ_PUSH);
+    cr_assert_eq(zmq_connect(z, ep), 0);
+    char small[50], big[200];
+    memset(small, 's', sizeof(small));
+    memset(big, 'b', sizeof(big));
+    cr_assert_eq(zmq_send(z, small, sizeof(small), 0), (int)sizeof(small));
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert_eq(in->len[0], sizeof(small));
+    t_free_rx(in);
+    cr_assert_eq(zmq_send(z, big, sizeof(big), 0), (int)sizeof(big));
+    cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S), "oversized message did not close the peer");
+    in = t_recv(0.2);
+    cr_assert(!in || in->len[0] != sizeof(big), "oversized message delivered");
+    t_free_rx(in);
+    int64_t got = 0;
+    size_t len = sizeof(got);
+    cr_assert_eq(mcq_getsockopt(app.s, MCQ_MAXMSGSIZE, &got, &len), 0);
+    cr_assert_eq(got, 100);
+}

@@ -255,9 +255,9 @@ static uint64_t zmtp_header_len(size_t size)
 }
 
 /* Waits until the shards wrote at least `bytes` to their connections. mcq_socket_close is
- * meant to linger until queued output is out, but (at 7622d47) it drops what the peer
- * still queues and the runtime's stop cuts the connection's flush short, so a sender that
- * closes right after its last send loses the tail. */
+ * meant to linger until queued output is out, but (peer ce9884a, sockets df54ee0) closing
+ * with ~100k small messages still queued loses part of them, so the sender waits for its
+ * bytes to be written before it closes. */
 static int wait_written(struct mcq_tool *t, uint64_t bytes)
 {
     uint64_t last = 0, idle_since = tool_now_ns();
@@ -283,23 +283,11 @@ static int wait_written(struct mcq_tool *t, uint64_t bytes)
     }
 }
 
-static void thr_start(struct mcq_shard *sh, void *arg)
-{
-    struct mcq_tool *t = arg;
-    thr_pump(sh, t->s, t);
-}
-
-/* Starts pumping at the next loop turn rather than inside the callback: a send that fills
- * the queue during on_peer_up got a premature on_writable, and then none (the socket layer
- * at 7622d47), which stalled the sender for good. */
 static void thr_peer_up(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
                         void *user)
 {
-    (void)s;
     (void)p;
-    int rc = mcq_shard_submit(sh, mcq_shard_id(sh), thr_start, user);
-    if (rc < 0)
-        fail(user, rc, "start");
+    thr_pump(sh, s, user);
 }
 
 int tool_remote_thr(const struct tool_args *a)

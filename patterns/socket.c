@@ -1014,6 +1014,8 @@ static void part_close(struct mcq_part *pt)
         xctl_put(w);
     }
     for (struct mcq_pstate *ps = pt->peers; ps; ps = ps->next) {
+        if (ps->closing)
+            continue;
         ps->closing = true;
         mcq_peer_close(ps->peer, ps->cfg->linger == 0 ? MCQ_CLOSE_ABORT : MCQ_CLOSE_FLUSH);
     }
@@ -1347,7 +1349,6 @@ void mcq_socket_close(struct mcq_socket *s)
         return;
     }
     pthread_mutex_lock(&s->lock);
-    s->closed = true;
     for (struct mcq_bound *b = s->bound; b; b = b->next) {
         mcq_listener_close(b->l);
         b->l = NULL;

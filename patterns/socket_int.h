@@ -131,8 +131,7 @@ struct mcq_pstate {
     struct mcq_part *pt;
     struct mcq_peer *peer;
     const struct mcq_cfgsnap *cfg;
-    bool accepted;      /* freed after its closed(); a connecting peer outlives reconnects */
-    bool closing;       /* we closed it: freed after closed() */
+    bool closing;       /* we closed it (mcq_peer_close): do not close it again */
     bool up;            /* between ready() and closed() */
     bool refused;       /* lost a routing-id (or PAIR) claim: its input is dropped */
     bool claim_pending; /* its id claim is unanswered: input waits in inq */
@@ -199,7 +198,6 @@ struct mcq_socket {
     struct mcq_connect_req *connects;
     _Atomic unsigned rr;
     unsigned attach_ran, attached, detached, done, closes_ran; /* under lock */
-    bool closed;
     struct mcq_runtime_cleanup cleanup;
     struct mcq_part *parts[];
 };

@@ -41,8 +41,8 @@ void mcq_runtime_stop(struct mcq_runtime *rt);
 /* Stops the shards if still running and frees everything. Non-shard thread. */
 void mcq_runtime_destroy(struct mcq_runtime *rt);
 
-/* True once a stop was asked for (mcq_runtime_stop, a signal, destroy): shards are closing
- * and tasks posted from now on may never run. Any thread. */
+/* True once the shards began stopping (mcq_runtime_run acting on mcq_runtime_stop or a
+ * signal, or destroy): tasks posted from now on may never run. Any thread. */
 bool mcq_runtime_stopping(const struct mcq_runtime *rt);
 
 /* Teardown for objects of the layers above that span shards and may outlive the shards'

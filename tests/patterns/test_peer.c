@@ -1060,3 +1060,35 @@ Test(peer, pub_side_hears_libzmq_sub_subscribe_and_cancel)
     zmq_close(sub);
     zmq_ctx_term(ctx);
 }
+
+Test(peer, connecting_send_hwm_then_writable_after_drain)
+{
+    ow.echo = false;
+    ow.cfg.sndhwm = 4;
+    void *ctx = zmq_ctx_new();
+    void *pull = zsock(ctx, ZMQ_PULL);
+    int hwm = 4, rcvbuf = 65536;
+    zmq_setsockopt(pull, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(pull, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    char ep[64];
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", free_port());
+    cr_assert_eq(zmq_bind(pull, ep), 0);
+    ow.cfg.zmtp.socket_type = MCQ_ZMTP_PUSH;
+    on_shard(do_connect, ep);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    unsigned total = 0;
+    for (unsigned round = 1; round <= 3; round++) {
+        on_shard(do_fill, NULL);
+        cr_assert_eq(ow.send_rc, -EAGAIN);
+        for (; total < ow.sent; total++) {
+            struct rx r = {0};
+            cr_assert(zrecv_parts(pull, &r), "message %u missing", total);
+            cr_assert_eq(*(unsigned *)r.data[0], total);
+            rx_clear(&r);
+        }
+        cr_assert(test_event_wait(&ow.writable_ev, (int)round, WAIT_S),
+                  "round %u: no writable after draining", round);
+    }
+    zmq_close(pull);
+    zmq_ctx_term(ctx);
+}

@@ -1,8 +1,13 @@
-/* Options that change what happens on the wire, against libzmq: PLAIN server (our on_auth
- * decides) and client, MAXMSGSIZE. */
+/* Options that change what happens on the wire, against libzmq or a hand-driven client:
+ * PLAIN server (our on_auth decides) and client, MAXMSGSIZE, HANDSHAKE_IVL, HEARTBEAT_IVL and
+ * HEARTBEAT_TIMEOUT. */
 #include "socket_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 TestSuite(socket_options, .init = t_setup, .fini = t_teardown, .timeout = 60);
 
@@ -146,4 +151,76 @@ Test(socket_options, maxmsgsize_closes_offender)
     size_t len = sizeof(got);
     cr_assert_eq(mcq_getsockopt(app.s, MCQ_MAXMSGSIZE, &got, &len), 0);
     cr_assert_eq(got, 100);
+}
+
+/* --- timers, against a hand-driven TCP client ------------------------------------------------ */
+
+static int tcp_client(const char *endpoint)
+{
+    const char *colon = strrchr(endpoint, ':');
+    cr_assert_not_null(colon);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* Reads (and ignores) what the server sends until it hangs up; false if it did not within
+ * the wait. */
+static bool hung_up_within(int fd, double seconds)
+{
+    struct timespec until, now;
+    t_deadline(&until, seconds);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int n = poll(&p, 1, 50);
+        if (n > 0) {
+            uint8_t buf[512];
+            if (recv(fd, buf, sizeof(buf), 0) <= 0)
+                return true;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > until.tv_sec ||
+            (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
+            return false;
+    }
+}
+
+/* HANDSHAKE_IVL 150 ms: a client that never greets is dropped long before the 30 s default. */
+Test(socket_options, handshake_ivl_drops_silent_client)
+{
+    char ep[256];
+    t_socket(MCQ_ROUTER);
+    t_setopt_int(MCQ_HANDSHAKE_IVL, 150);
+    t_bind("tcp", ep, sizeof(ep));
+    int fd = tcp_client(ep);
+    cr_assert(hung_up_within(fd, 5.0), "silent client kept past HANDSHAKE_IVL");
+    close(fd);
+}
+
+/* HEARTBEAT_IVL 50 / HEARTBEAT_TIMEOUT 200 ms: a peer that completes the handshake and then
+ * never answers our PINGs is dropped (on_peer_down). */
+Test(socket_options, heartbeat_drops_mute_peer)
+{
+    char ep[256];
+    t_socket(MCQ_DEALER);
+    t_setopt_int(MCQ_HEARTBEAT_IVL, 50);
+    t_setopt_int(MCQ_HEARTBEAT_TIMEOUT, 200);
+    t_bind("tcp", ep, sizeof(ep));
+    int fd = tcp_client(ep);
+    /* ZMTP 3.1 greeting for NULL, then READY announcing a DEALER (RFC 23/37). */
+    uint8_t greeting[64] = {0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1, 'N', 'U', 'L', 'L'};
+    const char prop[] = "\x0bSocket-Type\x00\x00\x00\x06"
+                        "DEALER";
+    uint8_t ready[2 + 6 + sizeof(prop) - 1] = {0x04, 6 + sizeof(prop) - 1, 5, 'R', 'E', 'A', 'D',
+                                               'Y'};
+    memcpy(ready + 8, prop, sizeof(prop) - 1);
+    cr_assert_eq(send(fd, greeting, sizeof(greeting), 0), (ssize_t)sizeof(greeting));
+    cr_assert_eq(send(fd, ready, sizeof(ready), 0), (ssize_t)sizeof(ready));
+    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S), "handshake by hand failed");
+    cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S), "mute peer kept past HEARTBEAT_TIMEOUT");
+    cr_assert(hung_up_within(fd, 5.0));
+    close(fd);
 }

@@ -492,7 +492,7 @@ static int bench_thr(struct bench_ctx *ctx)
     double small = thr_table[IMPL_MCQ][0].msgs_per_s / thr_table[IMPL_ZMQ][0].msgs_per_s;
     double large =
         thr_table[IMPL_MCQ][nsizes - 1].mb_per_s / thr_table[IMPL_RAW][nsizes - 1].mb_per_s;
-    printf("goals: 64 B mcq >= %.0fx libzmq: %.2fx %s; %zu B mcq >= %.0f%% of raw bytes: %.0f%% "
+    printf("goals: 64 B mcq >= %.0fx libzmq: %.3fx %s; %zu B mcq >= %.0f%% of raw bytes: %.1f%% "
            "%s\n",
            GOAL_THR_SMALL, small, verdict(small, GOAL_THR_SMALL, true), sizes[nsizes - 1],
            GOAL_THR_LARGE * 100, large * 100, verdict(large, GOAL_THR_LARGE, true));
@@ -522,7 +522,7 @@ static int bench_lat(struct bench_ctx *ctx)
     print_policies(true, ctx->spin_us);
     double vs_raw = lat_table[IMPL_MCQ][0].p50_us / lat_table[IMPL_RAW][0].p50_us;
     double vs_zmq = lat_table[IMPL_MCQ][0].p50_us / lat_table[IMPL_ZMQ][0].p50_us;
-    printf("goals: 64 B p50 mcq <= %.1fx raw: %.2fx %s; <= %.1fx libzmq: %.2fx %s\n", GOAL_LAT_RAW,
+    printf("goals: 64 B p50 mcq <= %.1fx raw: %.3fx %s; <= %.1fx libzmq: %.3fx %s\n", GOAL_LAT_RAW,
            vs_raw, verdict(vs_raw, GOAL_LAT_RAW, false), GOAL_LAT_ZMQ, vs_zmq,
            verdict(vs_zmq, GOAL_LAT_ZMQ, false));
     print_failures();

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,10 +62,11 @@ static const size_t lat_sizes[] = {64, 1024};
 #define LAT_SIZES (sizeof(lat_sizes) / sizeof(lat_sizes[0]))
 
 struct tool_proc {
-    pid_t pid;  /* 0 once collected */
-    int status; /* waitpid status once collected */
-    int fd;     /* read end of the tool's result lines */
-    int err_fd; /* read end of its stderr when quiet, else -1 */
+    pid_t pid;     /* 0 once collected */
+    int status;    /* wait status once collected */
+    double cpu_ns; /* user + system time of its whole life, once collected */
+    int fd;        /* read end of the tool's result lines */
+    int err_fd;    /* read end of its stderr when quiet, else -1 */
     char buf[LINE_MAX_LEN];
     size_t len;
 };
@@ -72,9 +74,11 @@ struct tool_proc {
 /* One measurement's outcome; NAN fields mean it failed. */
 struct thr_res {
     double msgs_per_s, mb_per_s, allocs_per_msg, sender_allocs_per_msg;
+    double cpu_ns_per_msg; /* receiver + sender, whole lives */
 };
 struct lat_res {
     double p50_us, p99_us, p999_us, allocs_per_msg;
+    double cpu_us_per_rtt; /* REQ + REP, whole lives, warm-up included */
 };
 
 static struct thr_res thr_table[IMPL_COUNT][THR_SIZES_MAX];
@@ -163,6 +167,17 @@ static int spawn_tool(const char *impl, const char *role, const char *endpoint, 
     return 0;
 }
 
+/* waitpid that also keeps the tool's CPU time. */
+static pid_t wait_tool(struct tool_proc *p, int flags)
+{
+    struct rusage ru;
+    pid_t r = wait4(p->pid, &p->status, flags, &ru);
+    if (r == p->pid)
+        p->cpu_ns = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e9 +
+                    (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e3;
+    return r;
+}
+
 /* Waits for the tool's next line starting with `prefix` and copies the rest into out.
  * When `partner` (the other tool of the pair, or NULL) exits first, the wait is cut short. */
 static int read_line(struct tool_proc *p, const char *prefix, int timeout_ms,
@@ -184,7 +199,7 @@ static int read_line(struct tool_proc *p, const char *prefix, int timeout_ms,
                 return 0;
         }
         uint64_t now = bench_now_ns();
-        if (partner && partner->pid > 0 && waitpid(partner->pid, &partner->status, WNOHANG) > 0) {
+        if (partner && partner->pid > 0 && wait_tool(partner, WNOHANG) > 0) {
             partner->pid = 0;
             uint64_t grace = now + PARTNER_GRACE_MS * 1000000ull;
             deadline = grace < deadline ? grace : deadline;
@@ -217,12 +232,12 @@ static int collect(struct tool_proc *p, int timeout_ms)
 {
     uint64_t deadline = bench_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     while (p->pid > 0) {
-        pid_t r = waitpid(p->pid, &p->status, WNOHANG);
+        pid_t r = wait_tool(p, WNOHANG);
         if (r == p->pid || (r < 0 && errno != EINTR)) {
             p->pid = 0;
         } else if (bench_now_ns() >= deadline) {
             kill(p->pid, SIGKILL);
-            waitpid(p->pid, &p->status, 0);
+            wait_tool(p, 0);
             p->pid = 0;
         } else {
             nanosleep(&(struct timespec){.tv_nsec = REAP_POLL_NS}, NULL);
@@ -344,7 +359,7 @@ static void print_failures(void)
 
 static int thr_one(struct bench_ctx *ctx, enum impl i, size_t size, struct thr_res *res)
 {
-    *res = (struct thr_res){NAN, NAN, NAN, NAN};
+    *res = (struct thr_res){NAN, NAN, NAN, NAN, NAN};
     uint64_t window_ms = ctx->quick ? THR_WINDOW_MS_QUICK : THR_WINDOW_MS;
     struct spawn_opts ro = {.cpu = 1, .window_ms = window_ms, .spin_us = ctx->spin_us};
     struct spawn_opts so = {.cpu = 0, .spin_us = ctx->spin_us, .quiet = true};
@@ -380,12 +395,17 @@ static int thr_one(struct bench_ctx *ctx, enum impl i, size_t size, struct thr_r
     res->msgs_per_s = (msgs - 1) * 1e9 / ns;
     res->mb_per_s = res->msgs_per_s * (double)size / MB;
     res->allocs_per_msg = per_msg(field(line, "allocs"), msgs);
+    res->cpu_ns_per_msg = (rx.cpu_ns + tx.cpu_ns) / msgs;
     char pol[128];
     struct bench_rec *r = bench_rec_begin("thr", impl_name[i]);
     bench_rec_int(r, "size", (int64_t)size);
     bench_rec_num(r, "msgs_per_s", res->msgs_per_s);
     bench_rec_num(r, "mb_per_s", res->mb_per_s);
     bench_rec_num(r, "window_s", ns / 1e9);
+    /* CPU time is robust where the rates are not: on a busy machine a pinned process gets
+     * only part of its CPU. Whole lives, divided by the messages counted. */
+    bench_rec_num(r, "rx_cpu_ns_per_msg", rx.cpu_ns / msgs);
+    bench_rec_num(r, "tx_cpu_ns_per_msg", tx.cpu_ns / msgs);
     if (i != IMPL_ZMQ)
         bench_rec_int(r, "spin_us", ctx->spin_us);
     if (i == IMPL_MCQ) {
@@ -400,7 +420,7 @@ static int thr_one(struct bench_ctx *ctx, enum impl i, size_t size, struct thr_r
 
 static int lat_one(struct bench_ctx *ctx, enum impl i, size_t size, struct lat_res *res)
 {
-    *res = (struct lat_res){NAN, NAN, NAN, NAN};
+    *res = (struct lat_res){NAN, NAN, NAN, NAN, NAN};
     uint64_t warm = ctx->quick ? LAT_WARMUP_QUICK : LAT_WARMUP;
     uint64_t count = warm + (ctx->quick ? LAT_RTTS_QUICK : LAT_RTTS);
     struct spawn_opts so = {.cpu = 1, .spin_us = ctx->spin_us};
@@ -422,7 +442,8 @@ static int lat_one(struct bench_ctx *ctx, enum impl i, size_t size, struct lat_r
         fail_note(i, "lat", size, rc, stage);
         return rc;
     }
-    if (reap(&cli, EXIT_TIMEOUT_MS) != 0 || reap(&srv, EXIT_TIMEOUT_MS) != 0)
+    int cli_status = reap(&cli, EXIT_TIMEOUT_MS), srv_status = reap(&srv, EXIT_TIMEOUT_MS);
+    if (cli_status != 0 || srv_status != 0)
         fprintf(stderr, "mcq-bench: lat %s %zu B: a tool did not exit cleanly\n", impl_name[i],
                 size);
     double n = field(line, "n");
@@ -431,6 +452,7 @@ static int lat_one(struct bench_ctx *ctx, enum impl i, size_t size, struct lat_r
     res->p999_us = field(line, "p999_ns") / 1e3;
     /* Each round trip is one message sent and one received by the measuring process. */
     res->allocs_per_msg = per_msg(field(line, "allocs"), 2 * n);
+    res->cpu_us_per_rtt = (cli.cpu_ns + srv.cpu_ns) / 1e3 / (double)count;
     char pol[128];
     struct bench_rec *r = bench_rec_begin("lat", impl_name[i]);
     bench_rec_int(r, "size", (int64_t)size);
@@ -439,6 +461,8 @@ static int lat_one(struct bench_ctx *ctx, enum impl i, size_t size, struct lat_r
     bench_rec_num(r, "p999_us", res->p999_us);
     bench_rec_num(r, "mean_us", field(line, "mean_ns") / 1e3);
     bench_rec_int(r, "rtts", (int64_t)n);
+    bench_rec_num(r, "req_cpu_us_per_rtt", cli.cpu_ns / 1e3 / (double)count);
+    bench_rec_num(r, "rep_cpu_us_per_rtt", srv.cpu_ns / 1e3 / (double)count);
     if (i != IMPL_ZMQ)
         bench_rec_int(r, "spin_us", ctx->spin_us);
     if (i == IMPL_MCQ) {
@@ -476,17 +500,19 @@ static int bench_thr(struct bench_ctx *ctx)
             failed |= thr_one(ctx, (enum impl)i, sizes[s], &thr_table[i][s]) < 0;
 
     printf("\nthr: PUSH->PULL, tcp://127.0.0.1, receiver on CPU %d, sender on CPU %d, %d ms "
-           "windows from the first message\n",
+           "windows from the first message; CPU = receiver + sender, whole lives\n",
            1, 0, ctx->quick ? THR_WINDOW_MS_QUICK : THR_WINDOW_MS);
-    printf("%8s %10s %12s %12s %10s %10s %10s %10s %17s\n", "size", "raw MB/s", "libzmq msg/s",
-           "mcq msg/s", "zmq MB/s", "mcq MB/s", "mcq/libzmq", "mcq/raw(B)", "mcq allocs/msg rx tx");
+    printf("%8s %9s %12s %12s %9s %10s %10s %17s %17s\n", "size", "raw MB/s", "libzmq msg/s",
+           "mcq msg/s", "mcq MB/s", "mcq/libzmq", "mcq/raw(B)", "CPU ns/msg zmq mcq",
+           "mcq allocs/msg rx tx");
     for (size_t s = 0; s < nsizes; s++) {
         struct thr_res *raw = &thr_table[IMPL_RAW][s], *zmq = &thr_table[IMPL_ZMQ][s],
                        *mcq = &thr_table[IMPL_MCQ][s];
-        printf("%8zu %10.0f %12.0f %12.0f %10.0f %10.0f %10.2f %10.2f %8.2g %8.2g\n", sizes[s],
-               raw->mb_per_s, zmq->msgs_per_s, mcq->msgs_per_s, zmq->mb_per_s, mcq->mb_per_s,
+        printf("%8zu %9.0f %12.0f %12.0f %9.0f %10.2f %10.2f %8.0f %8.0f %8.2g %8.2g\n", sizes[s],
+               raw->mb_per_s, zmq->msgs_per_s, mcq->msgs_per_s, mcq->mb_per_s,
                mcq->msgs_per_s / zmq->msgs_per_s, mcq->mb_per_s / raw->mb_per_s,
-               mcq->allocs_per_msg, mcq->sender_allocs_per_msg);
+               zmq->cpu_ns_per_msg, mcq->cpu_ns_per_msg, mcq->allocs_per_msg,
+               mcq->sender_allocs_per_msg);
     }
     print_policies(false, ctx->spin_us);
     double small = thr_table[IMPL_MCQ][0].msgs_per_s / thr_table[IMPL_ZMQ][0].msgs_per_s;
@@ -510,14 +536,16 @@ static int bench_lat(struct bench_ctx *ctx)
     printf("\nlat: REQ->REP round trip (us), tcp://127.0.0.1, REP on CPU 1, REQ on CPU 0, %d "
            "timed after %d warm-up\n",
            ctx->quick ? LAT_RTTS_QUICK : LAT_RTTS, ctx->quick ? LAT_WARMUP_QUICK : LAT_WARMUP);
-    printf("%8s %18s %18s %18s %12s %12s %15s\n", "size", "raw p50/p99", "libzmq p50/p99",
-           "mcq p50/p99", "p50 mcq/raw", "p50 mcq/zmq", "mcq allocs/msg");
+    printf("%8s %18s %18s %18s %12s %12s %21s %15s\n", "size", "raw p50/p99", "libzmq p50/p99",
+           "mcq p50/p99", "p50 mcq/raw", "p50 mcq/zmq", "CPU us/RTT raw zmq mcq", "mcq allocs/msg");
     for (size_t s = 0; s < LAT_SIZES; s++) {
         struct lat_res *raw = &lat_table[IMPL_RAW][s], *zmq = &lat_table[IMPL_ZMQ][s],
                        *mcq = &lat_table[IMPL_MCQ][s];
-        printf("%8zu %8.1f/%-9.1f %8.1f/%-9.1f %8.1f/%-9.1f %12.2f %12.2f %15.2g\n", lat_sizes[s],
-               raw->p50_us, raw->p99_us, zmq->p50_us, zmq->p99_us, mcq->p50_us, mcq->p99_us,
-               mcq->p50_us / raw->p50_us, mcq->p50_us / zmq->p50_us, mcq->allocs_per_msg);
+        printf(
+            "%8zu %8.1f/%-9.1f %8.1f/%-9.1f %8.1f/%-9.1f %12.2f %12.2f %7.1f %6.1f %6.1f %15.2g\n",
+            lat_sizes[s], raw->p50_us, raw->p99_us, zmq->p50_us, zmq->p99_us, mcq->p50_us,
+            mcq->p99_us, mcq->p50_us / raw->p50_us, mcq->p50_us / zmq->p50_us, raw->cpu_us_per_rtt,
+            zmq->cpu_us_per_rtt, mcq->cpu_us_per_rtt, mcq->allocs_per_msg);
     }
     print_policies(true, ctx->spin_us);
     double vs_raw = lat_table[IMPL_MCQ][0].p50_us / lat_table[IMPL_RAW][0].p50_us;

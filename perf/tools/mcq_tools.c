@@ -1,6 +1,6 @@
 /* The perf tools on Monocoque (mcq_local_thr etc.), written as a user would: one socket,
- * callbacks on the shard, a fresh message per send (a copy of the payload, so strictly more
- * work than libzmq's uninitialised zmq_msg_init_size). One shard unless MCQ_SHARDS says
+ * callbacks on the shard, a fresh message per send (remote_thr: a new message with a new,
+ * unfilled body page, as libzmq's zmq_msg_init_size). One shard unless MCQ_SHARDS says
  * otherwise: a single connection lives on one shard anyway. The main thread only waits.
  *
  * Allocation counters, read on the shard at the start and the end of the timed interval:
@@ -48,7 +48,6 @@ struct mcq_tool {
     int err;                   /* first error on the shard, 0 or -errno */
     bool finished;
     /* shard-side state */
-    const void *payload;    /* remote_thr: the bytes every message copies */
     uint64_t report_every;  /* remote_thr: messages between allocation reports */
     uint64_t sent;          /* remote_thr, remote_lat: messages sent */
     uint64_t t0, t1, tsend; /* ns */
@@ -220,12 +219,28 @@ int tool_local_thr(const struct tool_args *a, struct tool_thr_result *out)
 
 /* --- remote_thr: PUSH count fresh messages, as fast as the HWM lets us ------------------- */
 
+/* A fresh body of `size` bytes, allocated and not filled: what libzmq's remote_thr does
+ * with zmq_msg_init_size, so neither side pays for writing a payload. */
+static int append_body(struct mcq_shard *sh, struct mcq_msg *m, size_t size)
+{
+    if (size == 0)
+        return mcq_msg_append(m, NULL, 0);
+    struct mcq_view v;
+    int rc = mcq_page_alloc(mcq_shard_arena(sh), size, &v);
+    if (rc < 0)
+        return rc;
+    rc = mcq_msg_append_view(m, &v);
+    if (rc < 0)
+        mcq_view_unref(&v);
+    return rc;
+}
+
 static void thr_pump(struct mcq_shard *sh, struct mcq_socket *s, void *user)
 {
     struct mcq_tool *t = user;
     while (!t->finished && t->sent < t->a->count) {
         struct mcq_msg *m = mcq_msg_new(sh);
-        int rc = m ? mcq_msg_append(m, t->payload, t->a->size) : -ENOMEM;
+        int rc = m ? append_body(sh, m, t->a->size) : -ENOMEM;
         if (rc == 0)
             rc = mcq_send(sh, s, m);
         if (rc < 0)
@@ -292,12 +307,8 @@ static void thr_peer_up(struct mcq_shard *sh, struct mcq_socket *s, const struct
 
 int tool_remote_thr(const struct tool_args *a)
 {
-    void *payload = calloc(1, a->size ? a->size : 1);
-    if (!payload)
-        return -ENOMEM;
     uint64_t every = SEND_REPORT_BYTES / (a->size ? a->size : 1);
-    struct mcq_tool t = {.payload = payload,
-                         .report_every = every < 1                  ? 1
+    struct mcq_tool t = {.report_every = every < 1                  ? 1
                                          : every > SEND_REPORT_MSGS ? SEND_REPORT_MSGS
                                                                     : every};
     int rc = tool_open(
@@ -308,7 +319,6 @@ int tool_remote_thr(const struct tool_args *a)
     if (rc == 0)
         rc = wait_written(&t, a->count * (a->size + zmtp_header_len(a->size)));
     tool_close(&t);
-    free(payload);
     return rc;
 }
 

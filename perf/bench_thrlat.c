@@ -42,6 +42,7 @@
 #define LAT_BUDGET_US_PER_RTT 500 /* generous round trip bound for the result timeout */
 #define REAP_POLL_NS 5000000L
 #define POLL_SLICE_MS 100     /* longest single wait, to notice a partner's exit */
+#define SEND_REPORTS_MAX 4096 /* sender reports kept (a 1 s window makes at most ~700) */
 #define PARTNER_GRACE_MS 2000 /* to read a result still in the pipe once the partner exited */
 #define LINE_MAX_LEN 512
 #define PATH_LEN 4096
@@ -292,23 +293,22 @@ static void show_stderr(struct tool_proc *p, const char *who)
         fprintf(stderr, "mcq-bench: %s said: %.*s", who, (int)n, buf);
 }
 
-/* After the sender was stopped: its allocations per message between its first and last
- * "send" report, or NAN with fewer than two. */
+/* After the sender was stopped: its allocations per message over the second half of its
+ * "send" reports (the first half covers the ramp-up, when caches and queues fill), or NAN
+ * with fewer than three reports. */
 static double sender_allocs_per_msg(struct tool_proc *p)
 {
-    double m0 = NAN, a0 = NAN, m1 = NAN, a1 = NAN;
+    static double msgs[SEND_REPORTS_MAX], allocs[SEND_REPORTS_MAX];
+    unsigned n = 0;
     char line[LINE_MAX_LEN];
-    while (read_line(p, "send", 0, NULL, line, sizeof(line)) == 0) {
-        double m = field(line, "msgs"), a = field(line, "allocs");
-        if (isnan(m0)) {
-            m0 = m;
-            a0 = a;
-        } else {
-            m1 = m;
-            a1 = a;
-        }
+    while (n < SEND_REPORTS_MAX && read_line(p, "send", 0, NULL, line, sizeof(line)) == 0) {
+        msgs[n] = field(line, "msgs");
+        allocs[n++] = field(line, "allocs");
     }
-    return m1 > m0 && a0 >= 0 ? (a1 - a0) / (m1 - m0) : NAN;
+    if (n < 3 || !(allocs[0] >= 0))
+        return NAN;
+    unsigned mid = n / 2;
+    return (allocs[n - 1] - allocs[mid]) / (msgs[n - 1] - msgs[mid]);
 }
 
 static double per_msg(double allocs, double msgs)

@@ -162,17 +162,17 @@ int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m);
 void mcq_socket_close(struct mcq_socket *s);
 
 /* --- options (libzmq's numbers; value types as libzmq) ------------------------------------ */
-#define MCQ_ROUTING_ID 5         /* bytes, 1..255, not starting with 0x00 */
-#define MCQ_SUBSCRIBE 6          /* bytes (SUB/XSUB) */
-#define MCQ_UNSUBSCRIBE 7        /* bytes (SUB/XSUB) */
-#define MCQ_LINGER 17            /* int ms, -1 = forever; default -1 */
-#define MCQ_RECONNECT_IVL 18     /* int ms; default 100; -1 = never reconnect */
-#define MCQ_RECONNECT_IVL_MAX 21 /* int ms; default 0 = no backoff */
-#define MCQ_MAXMSGSIZE 22        /* int64 bytes; default -1 = no limit */
-#define MCQ_SNDHWM                                                                                 \
-    23                /* int messages per peer (and per sending shard towards a peer owned by      \
-                       another shard: credits); default 1000; 0 = none */
-#define MCQ_RCVHWM 24 /* int requests per peer held by REP; default 1000 */
+/* SNDHWM counts per peer; a shard sending to a peer that another shard owns has a window of
+ * as many of its own (credits), so one peer may buffer up to SNDHWM x shards. */
+#define MCQ_ROUTING_ID 5           /* bytes, 1..255, not starting with 0x00 */
+#define MCQ_SUBSCRIBE 6            /* bytes (SUB/XSUB) */
+#define MCQ_UNSUBSCRIBE 7          /* bytes (SUB/XSUB) */
+#define MCQ_LINGER 17              /* int ms, -1 = forever; default -1 */
+#define MCQ_RECONNECT_IVL 18       /* int ms; default 100; -1 = never reconnect */
+#define MCQ_RECONNECT_IVL_MAX 21   /* int ms; default 0 = no backoff */
+#define MCQ_MAXMSGSIZE 22          /* int64 bytes; default -1 = no limit */
+#define MCQ_SNDHWM 23              /* int messages per peer; default 1000; 0 = none */
+#define MCQ_RCVHWM 24              /* int requests per peer held by REP; default 1000 */
 #define MCQ_LAST_ENDPOINT 32       /* get only: string */
 #define MCQ_ROUTER_MANDATORY 33    /* int 0/1 */
 #define MCQ_TCP_KEEPALIVE 34       /* int -1 (OS), 0, 1 */

@@ -16,8 +16,10 @@
  * send goes straight to the connection while nothing waits in the peer's queue and the
  * connection takes it; else it waits in the queue (unpinned, see msg_int.h) and the queue
  * moves on when the connection reports room. At the mark mcq_peer_send returns -EAGAIN;
- * writable() follows once the queue is back to half the mark. Memory per peer is thus
- * bounded by SNDHWM(_BYTES) + the connection's bound.
+ * writable() follows once the queue is back to half the mark (also after a send that
+ * filled it, for owners that test mcq_peer_writable instead of trying). Memory per peer is
+ * thus bounded by SNDHWM(_BYTES) + the connection's bound. A FLUSH close first hands the
+ * queue to the connection (within its linger time), so no accepted message is dropped.
  *
  * Timers: one per peer. While connected it fires at mcq_zmtp_session_deadline (handshake
  * deadline, PINGs, heartbeat timeouts); between connections it is the reconnect delay. */
@@ -62,7 +64,7 @@ struct mcq_peer {
     bool in_closed;      /* inside ops->closed */
     bool reconnect;      /* what mcq_peer_reconnecting answers */
     bool refused;        /* the peer sent ERROR: never reconnect (libzmq) */
-    bool want_writable;  /* a send returned -EAGAIN */
+    bool want_writable;  /* a send returned -EAGAIN or filled the queue */
     bool lingering;      /* FLUSH close waiting for the queue to reach the connection */
     int fail_reason;     /* our reason for ending the connection, reported over conn's */
 
@@ -421,6 +423,11 @@ static void conn_gone(struct mcq_peer *p, int reason)
     bool report = p->opened;
     if (p->fail_reason)
         reason = p->fail_reason;
+    else if (p->opened && !p->ready && reason != -ECANCELED && !p->closing)
+        /* Hanging up mid-handshake (a truncated greeting, a scanner) is a failed peer too. */
+        mcq_log_warn("peer %s: connection ended during the handshake (%s)",
+                     p->address[0] ? p->address : "?",
+                     reason ? strerror(-reason) : "end of stream");
     conn_state_reset(p);
     p->reconnect = will_reconnect(p);
     if (report || !p->reconnect) {

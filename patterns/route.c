@@ -5,9 +5,11 @@
  *   as it comes (the peers' per-turn read budgets give fair queueing).
  * - REQ: per shard, strict alternation: a shard with a request out gets -EFSM until the
  *   reply came; the request gets an empty delimiter and goes round-robin; only the reply
- *   of the peer asked is delivered, on the shard that asked (the peer's owner remembers,
- *   per peer, which shards wait, in wire order). If that peer goes away the shard may send
- *   a new request (libzmq would wait for ever); on_writable tells it so.
+ *   of the peer asked is delivered, on the shard that asked. A peer answers one request at
+ *   a time socket-wide (its owner holds the next until the reply), so the owner always
+ *   knows which shard a reply is for, whatever order a ROUTER peer answers in. If the asked
+ *   peer goes away the shard may send a new request (libzmq would wait for ever);
+ *   on_writable tells it so.
  * - REP: per shard, the envelope (frames up to and including the first empty one) is kept
  *   and put back on the reply, which goes to the requester on this same shard; further
  *   requests on the shard are held until the reply was sent.
@@ -78,19 +80,19 @@ static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
         mcq_peer_close(ps->peer, MCQ_CLOSE_ABORT);
         return;
     }
-    if (ps->reqq_len == 0) {
+    if (ps->req_from < 0) {
         mcq_msg_free(m);
         return;
     }
-    unsigned to = ps->reqq[ps->reqq_head];
-    ps->reqq_head = (ps->reqq_head + 1) % pt->s->n;
-    ps->reqq_len--;
+    unsigned to = (unsigned)ps->req_from;
+    ps->req_from = -1;
     mcq_msg_pop_front(m, NULL);
     struct mcq_peer_ref from = mcq_pstate_ref(ps);
     if (to == pt->id)
         mcq_route_req_reply(pt, &from, m);
     else
         mcq_part_forward_reply(pt, to, &from, m);
+    mcq_pstate_req_done(ps);
 }
 
 void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m)

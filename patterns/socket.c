@@ -553,11 +553,8 @@ static void task_credit(struct mcq_shard *sh, void *arg)
 static void handed_over(struct mcq_pstate *ps, unsigned from, bool req)
 {
     struct mcq_part *pt = ps->pt;
-    /* A shard has one request out at a time, so the ring of n entries never overflows. */
-    if (req && ps->reqq_len < pt->s->n) {
-        ps->reqq[(ps->reqq_head + ps->reqq_len) % pt->s->n] = (uint16_t)from;
-        ps->reqq_len++;
-    }
+    if (req)
+        ps->req_from = (int32_t)from;
     if (from == pt->id || pt->closing)
         return;
     if (++ps->owed[from] < credit_batch(ps))
@@ -572,12 +569,21 @@ static void handed_over(struct mcq_pstate *ps, unsigned from, bool req)
     ctl_send(pt, from, task_credit, c);
 }
 
+/* REQ peers answer one request at a time, socket-wide: with several shards asking the same
+ * peer, a reply could otherwise not be told apart (a ROUTER may answer in any order). */
+static bool req_busy(const struct mcq_pstate *ps, bool req)
+{
+    return req && ps->req_from >= 0;
+}
+
 /* Moves backlogged messages into the peer's queue while it takes them; a refusal arms the
- * peer's writable(), which calls this again. */
+ * peer's writable(), which calls this again (a busy REQ peer: mcq_pstate_req_done). */
 static void backlog_drain(struct mcq_pstate *ps)
 {
     while (ps->backlog.head) {
         struct mcq_held *h = ps->backlog.head;
+        if (req_busy(ps, h->req))
+            return;
         int rc = mcq_peer_send(ps->peer, h->m);
         if (rc == -EAGAIN)
             return;
@@ -587,6 +593,13 @@ static void backlog_drain(struct mcq_pstate *ps)
         handed_over(ps, h->from, h->req && rc == 0);
         free(h);
     }
+}
+
+void mcq_pstate_req_done(struct mcq_pstate *ps)
+{
+    ps->req_from = -1;
+    backlog_drain(ps);
+    mcq_part_fire_writable(ps->pt);
 }
 
 static void task_data(struct mcq_shard *sh, void *arg)
@@ -605,7 +618,7 @@ static void task_data(struct mcq_shard *sh, void *arg)
         handed_over(ps, from, false);
         return;
     }
-    if (!ps->backlog.head) {
+    if (!ps->backlog.head && !req_busy(ps, req)) {
         int rc = mcq_peer_send(ps->peer, m);
         if (rc == 0) {
             handed_over(ps, from, req);
@@ -635,8 +648,9 @@ int mcq_part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq
         struct mcq_pstate *ps = mcq_part_local(pt, r);
         if (!ps || !ps->up || ps->refused)
             return -EHOSTUNREACH;
-        /* Behind other shards' messages: the backlog's refusal already armed writable(). */
-        if (ps->backlog.head)
+        /* Behind other shards' messages (the backlog's refusal already armed writable()), or
+         * answering another shard's request (its reply fires on_writable here). */
+        if (ps->backlog.head || req_busy(ps, req))
             return -EAGAIN;
         int rc = mcq_peer_send(ps->peer, m);
         if (rc == -ENOTCONN)
@@ -729,13 +743,11 @@ static struct mcq_pstate *pstate_new(struct mcq_part *pt, const struct mcq_cfgsn
     if (!ps)
         return NULL;
     ps->owed = calloc(n, sizeof(*ps->owed));
-    ps->reqq = calloc(n, sizeof(*ps->reqq));
-    if (!ps->owed || !ps->reqq) {
-        free(ps->owed);
-        free(ps->reqq);
+    if (!ps->owed) {
         free(ps);
         return NULL;
     }
+    ps->req_from = -1;
     ps->pt = pt;
     ps->cfg = cfg;
     ps->next = pt->peers;
@@ -760,7 +772,6 @@ static void pstate_free(struct mcq_pstate *ps)
     if (ps->next)
         ps->next->prev = ps->prev;
     free(ps->owed);
-    free(ps->reqq);
     free(ps);
     pt->live--;
     maybe_fence(pt);
@@ -815,7 +826,7 @@ static void peer_ready(struct mcq_peer *p)
     ps->gen = gen;
     ps->up = true;
     ps->refused = false;
-    ps->reqq_head = ps->reqq_len = 0;
+    ps->req_from = -1;
     ps->rep_held = 0;
     ps->paused = false;
     memset(ps->owed, 0, s->n * sizeof(*ps->owed));

@@ -16,10 +16,16 @@
  *   bound for HWM 0) messages towards one remote peer that the owner has not yet handed to
  *   the peer's send queue; the owner hands them over as the queue has room (a per-peer
  *   backlog holds the rest, in arrival order) and returns credits per source shard in
- *   batches of (window + 1) / 2. Local senders use mcq_peer_writable directly.
+ *   batches of (window + 1) / 2. Local senders go to mcq_peer_send directly (its -EAGAIN
+ *   arms the peer's writable()).
  * - Peer-chosen routing ids (ROUTER) and the single PAIR peer are claimed at an arbiter
  *   shard (hash of the id, shard 0 for PAIR) which alone decides duplicates and broadcasts
- *   the binding, so every shard agrees on who holds an id. */
+ *   the binding, so every shard agrees on who holds an id. The peer's input waits until
+ *   the answer, so a reply to its first message routes; a refused ROUTER claim waits at
+ *   the arbiter and is granted when the holder leaves.
+ * - Closing: each partition closes its peers, then sends a fence to every shard; a
+ *   partition with all fences in can receive nothing more for the socket (rings are FIFO),
+ *   and the socket's memory goes when every partition is done. */
 #ifndef MCQ_PATTERNS_SOCKET_INT_H
 #define MCQ_PATTERNS_SOCKET_INT_H
 
@@ -142,10 +148,9 @@ struct mcq_pstate {
     struct mcq_heldq backlog; /* from other shards, waiting for room */
     struct mcq_heldq inq;     /* input held until the id is bound (a reply could not route) */
     uint32_t *owed;           /* [nshards] credits not yet returned per source */
-    uint16_t *reqq;           /* REQ: shards awaiting a reply from this peer, in wire order */
-    uint32_t reqq_head, reqq_len;
-    uint32_t rep_held; /* REP: its requests waiting in the partition's hold queue */
-    bool paused;       /* REP: input stopped at RCVHWM */
+    int32_t req_from;         /* REQ: the shard whose request this peer is answering, or -1 */
+    uint32_t rep_held;        /* REP: its requests waiting in the partition's hold queue */
+    bool paused;              /* REP: input stopped at RCVHWM */
 };
 
 struct mcq_part {
@@ -202,43 +207,57 @@ struct mcq_socket {
     struct mcq_part *parts[];
 };
 
-/* sockopt.c */
+/* sockopt.c. All for the setup thread, under s->lock. */
+/* libzmq's defaults for every option. */
 void mcq_sockopts_defaults(struct mcq_sockopts *o, int type);
 /* Freezes the current options for new peers; the caller holds s->lock. NULL on ENOMEM. */
 struct mcq_cfgsnap *mcq_cfgsnap_new(struct mcq_socket *s, const struct mcq_peer_ops *ops);
 
-/* socket.c: services for route.c */
+/* socket.c: services for route.c, on the partition's shard. */
+/* The local peer r names, or NULL (another shard's, or gone). */
 struct mcq_pstate *mcq_part_local(struct mcq_part *pt, const struct mcq_peer_ref *r);
+/* This shard's directory entry for r, or NULL when r's generation is gone. */
 struct mcq_dent *mcq_part_dent(struct mcq_part *pt, const struct mcq_peer_ref *r);
 /* Sends m to the peer r (local or remote, credits). Takes m on 0. -EAGAIN no room,
  * -EHOSTUNREACH gone, -ENOMEM. `req`: the owner must expect a reply for this shard. */
 int mcq_part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq_msg *m, bool req);
-/* Round-robin over the load-balancing ring; the chosen peer in *chosen. */
+/* Sends m round-robin to the next peer of the LB ring with room (chosen in *chosen when not
+ * NULL). Takes m on 0; -EAGAIN (none has room; on_writable follows) or -ENOMEM. */
 int mcq_part_lb_send(struct mcq_part *pt, struct mcq_msg *m, bool req, struct mcq_peer_ref *chosen);
-/* Routing id text -> live peer. */
+/* The live peer a routing id (auto or bound) names, in *out; false when none. */
 bool mcq_part_resolve(struct mcq_part *pt, const uint8_t *id, size_t len, struct mcq_peer_ref *out);
 /* Runs on_writable if a send on this shard had returned -EAGAIN. */
 void mcq_part_fire_writable(struct mcq_part *pt);
+/* REQ: ps answered its request; the next one waiting for it may go. */
+void mcq_pstate_req_done(struct mcq_pstate *ps);
 /* Sends a REQ reply that arrived from peer `from` to the requesting shard `to`. */
 void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_peer_ref *from,
                             struct mcq_msg *m);
+/* The handle of a local peer's current connection. */
 struct mcq_peer_ref mcq_pstate_ref(const struct mcq_pstate *ps);
+/* FIFO of held messages: push takes h, pop returns the oldest (NULL when empty), free
+ * frees every entry and its messages. A zeroed queue is empty. */
 void mcq_heldq_push(struct mcq_heldq *q, struct mcq_held *h);
 struct mcq_held *mcq_heldq_pop(struct mcq_heldq *q);
 void mcq_heldq_free(struct mcq_heldq *q);
 
-/* route.c: the socket types */
+/* route.c: the socket types, on the partition's shard. */
+/* Whether the type sends round-robin (DEALER, PUSH, REQ). */
 bool mcq_type_uses_lb(int type);
 /* Whether peers of this type get directory entries on every shard (they can be sent to
  * from any shard). */
 bool mcq_type_routes_remote(int type);
+/* A whole message from local peer ps (takes m): delivered, held or dropped by the type. */
 void mcq_route_input(struct mcq_pstate *ps, struct mcq_msg *m);
+/* mcq_send's body for an open partition: same contract. */
 int mcq_route_send(struct mcq_part *pt, struct mcq_msg *m);
 /* A REQ reply arrived on the requesting shard from peer `from`. */
 void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m);
 /* The peer r went away: forget REQ/REP state bound to it. */
 void mcq_route_peer_gone(struct mcq_part *pt, const struct mcq_peer_ref *r);
+/* Deferred: REP delivers the next held request once the reply to the last one went out. */
 void mcq_route_rep_next(struct mcq_shard *sh, struct mcq_deferred *d);
+/* The partition closes: frees held requests and envelopes, forgets REQ/REP turns. */
 void mcq_route_close(struct mcq_part *pt);
 
 #endif

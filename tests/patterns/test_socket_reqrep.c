@@ -330,3 +330,48 @@ Test(socket_reqrep, req_only_listens_to_current_peer)
         z_close(r[i]);
     cr_assert_null(t_recv(0.1), "a WRONG reply was delivered");
 }
+
+/* Two shards ask through one REQ socket with a single libzmq ROUTER peer: the peer gets one
+ * request at a time (the second waits at its owner until the first is answered), so each
+ * reply reaches the shard that asked even though a ROUTER may answer in any order. */
+Test(socket_reqrep, one_request_per_peer_across_shards)
+{
+    char ep[256];
+    void *r = z_socket(ZMQ_ROUTER);
+    z_bind(r, "tcp", ep, sizeof(ep));
+    t_socket(MCQ_REQ);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    unsigned a = app.up_shard, b = (app.up_shard + 1) % T_SHARDS;
+    cr_assert(t_wait_lb(b, 1));
+    cr_assert_eq(t_send_strs(b, "from-b", NULL), 0);
+    /* The owner's own shard finds the peer busy with b's request. */
+    cr_assert_eq(t_send_strs(a, "from-a", NULL), -EAGAIN);
+    struct t_rx m;
+    cr_assert(z_recv(r, &m));
+    cr_assert(rx_frame_is(&m, 2, "from-b"));
+    zmq_pollitem_t it = {.socket = r, .events = ZMQ_POLLIN};
+    cr_assert_eq(zmq_poll(&it, 1, 100), 0, "a second request reached the busy peer");
+    cr_assert_geq(zmq_send(r, m.data[0], m.len[0], ZMQ_SNDMORE), 0);
+    z_rx_clear(&m);
+    cr_assert_geq(zmq_send(r, "", 0, ZMQ_SNDMORE), 0);
+    z_send_strs(r, "to-b", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert(rx_frame_is(in, 0, "to-b"));
+    cr_assert_eq(in->shard, b);
+    t_free_rx(in);
+    struct t_send j = {.nf = 1, .f = {"from-a"}, .len = {6}};
+    cr_assert_eq(t_send_job_wait(a, &j), 0, "the peer never became free for shard a");
+    cr_assert(z_recv(r, &m));
+    cr_assert(rx_frame_is(&m, 2, "from-a"));
+    cr_assert_geq(zmq_send(r, m.data[0], m.len[0], ZMQ_SNDMORE), 0);
+    z_rx_clear(&m);
+    cr_assert_geq(zmq_send(r, "", 0, ZMQ_SNDMORE), 0);
+    z_send_strs(r, "to-a", NULL);
+    in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert(rx_frame_is(in, 0, "to-a"));
+    cr_assert_eq(in->shard, a);
+    t_free_rx(in);
+}

@@ -201,4 +201,110 @@ Test(socket_shards, router_relays_between_shards, .init = t_setup, .fini = t_tea
         z_close(d[i]);
 }
 
+/* Every shard runs request/reply loops through one REQ socket against libzmq REPs served by
+ * the test thread: replies hop back to the asking shard, peers answer one request at a time
+ * socket-wide, and every shard finishes all its round trips. */
+#define REQ_PEERS 3
+#define REQ_ROUNDS 200u
+
+struct req_loop {
+    unsigned done[T_SHARDS];
+    bool out[T_SHARDS];
+    int err[T_SHARDS];
+    struct test_event finished;
+};
+static struct req_loop rl;
+
+static void req_next(struct mcq_shard *sh, struct mcq_socket *s)
+{
+    unsigned id = mcq_shard_id(sh);
+    if (rl.out[id] || rl.done[id] >= REQ_ROUNDS)
+        return;
+    struct mcq_msg *m = mcq_msg_new(sh);
+    uint8_t body[5] = {(uint8_t)id};
+    memcpy(body + 1, &rl.done[id], sizeof(uint32_t));
+    if (!m || mcq_msg_append(m, body, sizeof(body)) < 0) {
+        rl.err[id] = -ENOMEM;
+        mcq_msg_free(m);
+        return;
+    }
+    int rc = mcq_send(sh, s, m);
+    if (rc == 0) {
+        rl.out[id] = true;
+        return;
+    }
+    mcq_msg_free(m);
+    if (rc != -EAGAIN)
+        rl.err[id] = rc;
+}
+
+static void req_reply(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m, void *user)
+{
+    (void)user;
+    unsigned id = mcq_shard_id(sh);
+    const struct mcq_view *f = mcq_msg_frame(m, 0);
+    uint32_t seq = UINT32_MAX;
+    if (f && mcq_view_len(f) == 5 && mcq_view_data(f)[0] == id)
+        memcpy(&seq, mcq_view_data(f) + 1, sizeof(seq));
+    if (seq != rl.done[id])
+        rl.err[id] = -EBADMSG;
+    mcq_msg_free(m);
+    rl.out[id] = false;
+    if (++rl.done[id] == REQ_ROUNDS)
+        test_event_signal(&rl.finished);
+    req_next(sh, s);
+}
+
+static void req_writable(struct mcq_shard *sh, struct mcq_socket *s, void *user)
+{
+    (void)user;
+    req_next(sh, s);
+}
+
+static void req_start(struct mcq_shard *sh, void *arg)
+{
+    req_next(sh, arg);
+}
+
+Test(socket_shards, req_loops_on_every_shard, .init = t_setup, .fini = t_teardown, .timeout = 120)
+{
+    char ep[256];
+    struct mcq_socket_handlers h = {
+        .on_msg = req_reply, .on_writable = req_writable, .on_peer_up = t_on_up, .user = &app};
+    cr_assert_eq(mcq_socket_create(app.rt, MCQ_REQ, &h, &app.s), 0);
+    t_bind("tcp", ep, sizeof(ep));
+    void *p[REQ_PEERS];
+    for (int i = 0; i < REQ_PEERS; i++) {
+        p[i] = z_socket(ZMQ_REP);
+        cr_assert_eq(zmq_connect(p[i], ep), 0);
+    }
+    cr_assert(t_wait_count(&app.ups, REQ_PEERS, T_WAIT_S));
+    for (unsigned sh = 0; sh < T_SHARDS; sh++)
+        cr_assert(t_wait_lb(sh, REQ_PEERS));
+    test_event_init(&rl.finished);
+    for (unsigned sh = 0; sh < T_SHARDS; sh++)
+        cr_assert_eq(mcq_runtime_post(app.rt, sh, req_start, app.s), 0);
+    unsigned served = 0;
+    while (served < T_SHARDS * REQ_ROUNDS) {
+        zmq_pollitem_t items[REQ_PEERS];
+        for (int i = 0; i < REQ_PEERS; i++)
+            items[i] = (zmq_pollitem_t){.socket = p[i], .events = ZMQ_POLLIN};
+        cr_assert_gt(zmq_poll(items, REQ_PEERS, T_ZMQ_TIMEOUT_MS), 0, "stalled at %u", served);
+        for (int i = 0; i < REQ_PEERS; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN))
+                continue;
+            uint8_t body[16];
+            int n = zmq_recv(p[i], body, sizeof(body), 0);
+            cr_assert_eq(n, 5);
+            cr_assert_eq(zmq_send(p[i], body, 5, 0), 5);
+            served++;
+        }
+    }
+    cr_assert(test_event_wait(&rl.finished, T_SHARDS, T_WAIT_S));
+    for (unsigned sh = 0; sh < T_SHARDS; sh++)
+        cr_assert_eq(rl.err[sh], 0, "shard %u: %d", sh, rl.err[sh]);
+    for (int i = 0; i < REQ_PEERS; i++)
+        z_close(p[i]);
+}
+
 /* MCQ_TSAN_TEST */

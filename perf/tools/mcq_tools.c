@@ -54,6 +54,7 @@ struct mcq_tool {
     struct alloc_snap before, after;
     uint64_t *thread_allocated; /* jemalloc's per-thread counter (shard thread) */
     struct hist *rtt;
+    struct mcq_msg *pending; /* remote_lat: the next request, sent by lat_next */
 };
 
 static void snap_allocs(struct mcq_tool *t, struct mcq_shard *sh, struct alloc_snap *out)
@@ -395,8 +396,21 @@ static void lat_peer_up(struct mcq_shard *sh, struct mcq_socket *s, const struct
     lat_send(t, sh, s, m);
 }
 
+/* Sends the next request from a task at the next loop turn, not from on_msg: a REQ that
+ * sends from inside on_msg gets its request out, but the REQ state is reset after the
+ * callback returns, so the reply is dropped and the run stalls (patterns/route.c
+ * req_input at sockets 0914138). */
+static void lat_next(struct mcq_shard *sh, void *arg)
+{
+    struct mcq_tool *t = arg;
+    struct mcq_msg *m = t->pending;
+    t->pending = NULL;
+    lat_send(t, sh, t->s, m);
+}
+
 static void lat_reply(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m, void *user)
 {
+    (void)s;
     struct mcq_tool *t = user;
     uint64_t now = tool_now_ns();
     if (t->finished || !check_msg(t, m)) {
@@ -407,7 +421,13 @@ static void lat_reply(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg
         hist_record(t->rtt, now - t->tsend);
     atomic_store_explicit(&t->progress, t->sent, memory_order_relaxed);
     if (t->sent < t->a->count) {
-        lat_send(t, sh, s, m);
+        t->pending = m;
+        int rc = mcq_shard_submit(sh, mcq_shard_id(sh), lat_next, t);
+        if (rc < 0) {
+            t->pending = NULL;
+            mcq_msg_free(m);
+            fail(t, rc, "submit");
+        }
         return;
     }
     t->t1 = now;

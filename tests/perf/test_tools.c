@@ -197,3 +197,9 @@ Test(perf_tools, mcq_rep_libzmq_req, .timeout = 30)
     /* local_lat prints nothing; the REQ side checked every reply's size. */
     cr_expect_eq(out[0], '\0', "%s", out);
 }
+
+Test(perf_tools, libzmq_rep_mcq_req, .timeout = 30)
+{
+    char out[OUT_MAX];
+    run_pair("zmq_local_lat", "mcq_remote_lat", "1024", "200", out);
+}

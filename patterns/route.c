@@ -85,17 +85,15 @@ static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
         return;
     }
     unsigned to = (unsigned)ps->req_from;
-    ps->req_from = -1;
+    /* Free the peer before the reply is delivered: its on_msg may send the next request
+     * to this very peer, and that request's state must not be reset afterwards. */
+    mcq_pstate_req_done(ps);
     mcq_msg_pop_front(m, NULL);
     struct mcq_peer_ref from = mcq_pstate_ref(ps);
     if (to == pt->id)
         mcq_route_req_reply(pt, &from, m);
     else
         mcq_part_forward_reply(pt, to, &from, m);
-    /* on_msg may already have sent the next request to this same peer (the usual REQ loop):
-     * then the peer is busy again and that request's marker must stay. */
-    if (ps->req_from < 0)
-        mcq_pstate_req_done(ps);
 }
 
 void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m)

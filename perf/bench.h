@@ -1,4 +1,5 @@
-/* mcq-bench: one binary, benchmarks grouped by subcommand (runtime, codec, thr, lat).
+/* mcq-bench: one binary, benchmarks grouped by subcommand (runtime, codec, thr, lat); several
+ * groups run in the order given (mcq-bench thr lat).
  * Each benchmark file registers itself with MCQ_BENCH(group, name, fn); results are
  * printed as a table and, with --json FILE, written as an array of flat records. */
 #ifndef MCQ_PERF_BENCH_H
@@ -10,7 +11,13 @@
 struct bench_ctx {
     bool quick;        /* --quick: short runs for the demo and CI smoke checks */
     const char *argv0; /* path of mcq-bench, for benches that fork helper processes */
+    unsigned spin_us;  /* --spin-us, else MCQ_SPIN_US, else BENCH_SPIN_US_DEFAULT */
 };
+
+/* Busy-poll time per wait for the thr/lat comparison when neither --spin-us nor
+ * MCQ_SPIN_US is given: longer than a spinning cross-core round trip (~6 us here), so a
+ * ping-pong never sleeps, short enough to be harmless on a shared machine. */
+#define BENCH_SPIN_US_DEFAULT 50
 
 struct bench_def {
     const char *group;
@@ -28,7 +35,8 @@ void bench_register(struct bench_def *def);
         bench_register(&bench_def_##fn_);                                                          \
     }
 
-/* One flat record: {"bench":B,"impl":I, key: value, ...}. Start it, add fields, end it.
+/* One flat record: {"bench":B,"impl":I, key: value, ...}. Start it, add fields, end it; a
+ * number that is not finite (not measured) becomes null.
  * Ending prints one table row and keeps the record for --json. */
 struct bench_rec;
 struct bench_rec *bench_rec_begin(const char *bench, const char *impl);

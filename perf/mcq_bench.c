@@ -2,13 +2,16 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define REC_TEXT_MAX 1024 /* one JSON record, bytes */
+#define REC_TEXT_MAX 1024   /* one JSON record, bytes */
+#define SPIN_US_MAX 1000000 /* longest busy-poll accepted, us */
 
 struct bench_rec {
     char json[REC_TEXT_MAX];
@@ -62,6 +65,11 @@ struct bench_rec *bench_rec_begin(const char *bench, const char *impl)
 
 void bench_rec_num(struct bench_rec *r, const char *key, double value)
 {
+    if (!isfinite(value)) { /* not measured: JSON has no NaN */
+        rec_append(r->json, &r->json_len, ",\"%s\":null", key);
+        rec_append(r->row, &r->row_len, "  %s=-", key);
+        return;
+    }
     rec_append(r->json, &r->json_len, ",\"%s\":%.6g", key, value);
     rec_append(r->row, &r->row_len, "  %s=%.4g", key, value);
 }
@@ -99,9 +107,29 @@ static int write_json(const char *path)
     return fclose(f) ? -errno : 0;
 }
 
+/* A spin time in microseconds: decimal digits only, at most SPIN_US_MAX. */
+static bool parse_spin(const char *s, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*s < '0' || *s > '9' || *end || errno || v > SPIN_US_MAX)
+        return false;
+    *out = (unsigned)v;
+    return true;
+}
+
+static bool group_exists(const char *group)
+{
+    for (struct bench_def *b = benches; b; b = b->next)
+        if (strcmp(b->group, group) == 0)
+            return true;
+    return false;
+}
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: mcq-bench GROUP [--quick] [--json FILE]\ngroups:");
+    fprintf(out, "usage: mcq-bench GROUP... [--quick] [--json FILE] [--spin-us US]\ngroups:");
     const char *last = NULL;
     for (struct bench_def *b = benches; b; b = b->next) {
         if (!last || strcmp(last, b->group))
@@ -116,19 +144,24 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"quick", no_argument, NULL, 'q'},
         {"json", required_argument, NULL, 'j'},
+        {"spin-us", required_argument, NULL, 's'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    struct bench_ctx ctx = {.argv0 = argv[0]};
+    struct bench_ctx ctx = {.argv0 = argv[0], .spin_us = BENCH_SPIN_US_DEFAULT};
     const char *json = NULL;
+    const char *spin = getenv("MCQ_SPIN_US");
     int c;
-    while ((c = getopt_long(argc, argv, "qj:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qj:s:h", opts, NULL)) != -1) {
         switch (c) {
         case 'q':
             ctx.quick = true;
             break;
         case 'j':
             json = optarg;
+            break;
+        case 's':
+            spin = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -138,26 +171,28 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1) {
+    if (optind == argc || (spin && !parse_spin(spin, &ctx.spin_us))) {
         usage(stderr);
         return 2;
     }
-    const char *group = argv[optind];
-    int ran = 0, failed = 0;
-    for (struct bench_def *b = benches; b; b = b->next) {
-        if (strcmp(b->group, group))
-            continue;
-        ran++;
-        int rc = b->run(&ctx);
-        if (rc < 0) {
-            fprintf(stderr, "mcq-bench: %s/%s failed: %s\n", b->group, b->name, strerror(-rc));
-            failed++;
+    for (int g = optind; g < argc; g++) {
+        if (!group_exists(argv[g])) {
+            fprintf(stderr, "mcq-bench: unknown group '%s'\n", argv[g]);
+            usage(stderr);
+            return 2;
         }
     }
-    if (!ran) {
-        fprintf(stderr, "mcq-bench: unknown group '%s'\n", group);
-        usage(stderr);
-        return 2;
+    int failed = 0;
+    for (int g = optind; g < argc; g++) {
+        for (struct bench_def *b = benches; b; b = b->next) {
+            if (strcmp(b->group, argv[g]))
+                continue;
+            int rc = b->run(&ctx);
+            if (rc < 0) {
+                fprintf(stderr, "mcq-bench: %s/%s FAILED: %s\n", b->group, b->name, strerror(-rc));
+                failed++;
+            }
+        }
     }
     if (json) {
         int rc = write_json(json);

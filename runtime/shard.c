@@ -790,7 +790,7 @@ int mcq_runtime_run(struct mcq_runtime *rt)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, &old);
-    int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    int sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     struct pollfd pfd[2] = {{.fd = rt->stop_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
     for (;;) {
         int n = poll(pfd, sfd >= 0 ? 2 : 1, -1);
@@ -799,8 +799,14 @@ int mcq_runtime_run(struct mcq_runtime *rt)
         if (n < 0 || pfd[0].revents || (sfd >= 0 && pfd[1].revents))
             break;
     }
-    if (sfd >= 0)
+    if (sfd >= 0) {
+        /* Take the signal off the pending set: restoring the caller's mask would otherwise
+         * deliver it with its default action (terminate) right after we handled it. */
+        struct signalfd_siginfo si;
+        while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            ;
         close(sfd);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     stop_and_drain(rt);
     return 0;

@@ -2,10 +2,13 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime/runtime.h"
@@ -146,4 +149,56 @@ Test(shard, a_narrowed_cpuset_gives_one_shard_pinned_inside_it, .timeout = 60)
     cr_assert(test_event_wait(&st.ev, 1, 30));
     cr_assert_eq(atomic_load(&st.cpu), 0, "shard ran on CPU %d", atomic_load(&st.cpu));
     mcq_runtime_destroy(rt);
+}
+
+/* The SIGTERM arrives while the caller has it unblocked, as in a plain program: run() must
+ * consume it, not leave it pending for the mask it restores (which would kill the process).
+ * Done in a child process, which the signal may kill if this is broken. */
+static pid_t main_tid;
+
+static bool main_thread_blocks_sigterm(void)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)main_tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    unsigned long long blk = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "SigBlk: %llx", &blk) == 1)
+            break;
+    fclose(f);
+    return blk & (1ull << (SIGTERM - 1));
+}
+
+static void term_once_run_waits(struct mcq_shard *sh, void *arg)
+{
+    if (!main_thread_blocks_sigterm()) {
+        mcq_shard_submit_ctl(sh, mcq_shard_id(sh), term_once_run_waits, arg);
+        return;
+    }
+    kill(getpid(), SIGTERM);
+}
+
+Test(shard, sigterm_to_a_program_that_never_blocked_it_returns_from_run, .timeout = 60)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        pthread_sigmask(SIG_SETMASK, &none, NULL);
+        main_tid = (pid_t)syscall(SYS_gettid);
+        struct mcq_runtime *rt = NULL;
+        if (mcq_runtime_create(NULL, &rt) < 0)
+            _exit(3);
+        mcq_runtime_post(rt, 0, term_once_run_waits, NULL);
+        int rc = mcq_runtime_run(rt);
+        mcq_runtime_destroy(rt);
+        _exit(rc == 0 ? 0 : 4);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "killed by signal %d", WTERMSIG(status));
+    cr_assert_eq(WEXITSTATUS(status), 0);
 }

@@ -57,7 +57,8 @@ struct mcq_conn {
     bool shut_done;
     bool want_writable;
     bool notify_close;
-    bool lingering; /* closing, flushing the queue first */
+    bool lingering;  /* closing, flushing the queue first */
+    bool close_owed; /* on_close waits for the end of the owner's FLUSH close */
     bool cancel_inflight;
     bool cancel_again;
     bool counted; /* counted in the shard's open connections */
@@ -469,6 +470,11 @@ static void conn_cancel_all(struct mcq_conn *c)
 static void conn_finish(struct mcq_conn *c)
 {
     c->lingering = false;
+    if (c->close_owed) {
+        c->close_owed = false;
+        c->notify_close = true;
+        mcq_shard_defer(c->m->sh, &c->turn);
+    }
     mcq_timer_stop(c->m->sh, &c->timer);
     conn_cancel_all(c);
 }
@@ -487,8 +493,11 @@ static void conn_end(struct mcq_conn *c, int reason, bool flush)
 {
     struct mcq_shard *sh = c->m->sh;
     if (c->state == CONN_CLOSING) {
-        if (!flush && c->lingering)
+        if (!flush && c->lingering) {
+            if (c->close_owed)
+                c->reason = reason;
             conn_finish(c);
+        }
         return;
     }
     c->state = CONN_CLOSING;
@@ -944,6 +953,12 @@ int mcq_conn_shutdown(struct mcq_conn *c)
 void mcq_conn_close(struct mcq_conn *c, enum mcq_close_how how)
 {
     conn_end(c, 0, how == MCQ_CLOSE_FLUSH);
+    /* The owner hears of the end once its bytes are out (or the linger ran out), so whoever
+     * waits for its on_close (a closing socket, and runtime stop after it) waits for them. */
+    if (c->lingering && c->notify_close) {
+        c->notify_close = false;
+        c->close_owed = true;
+    }
 }
 
 void *mcq_conn_user(const struct mcq_conn *c)

@@ -127,8 +127,9 @@ enum mcq_close_how {
 };
 
 /* Ends the connection: no more on_data/on_writable; on_close(c, user, 0) follows from the
- * loop. The memory goes once every operation of the connection has completed. A second
- * call only upgrades FLUSH to ABORT. */
+ * loop (after a FLUSH, once the queue is sent or linger_ms ran out; -ECANCELED if runtime
+ * stop cut the flush short). The memory goes once every operation of the connection has
+ * completed. A second call only upgrades FLUSH to ABORT. */
 void mcq_conn_close(struct mcq_conn *c, enum mcq_close_how how);
 
 void *mcq_conn_user(const struct mcq_conn *c);

@@ -25,14 +25,9 @@
 #include "patterns/monocoque.h"
 
 #define MS_PER_S 1000
-#define WINDOW_CHECK_MASK 63 /* read the clock every 64 messages */
-#define NS_PER_S 1000000000ull
+#define WINDOW_CHECK_MASK 63            /* read the clock every 64 messages */
 #define SEND_REPORT_MSGS 16384          /* remote_thr reports its counters this often... */
 #define SEND_REPORT_BYTES (16ull << 20) /* ...or after this many payload bytes */
-#define DRAIN_POLL_NS 1000000L          /* 1 ms between looks at the bytes written */
-#define ZMTP_SHORT_BODY_MAX 255         /* bodies up to this size take the short frame header */
-#define ZMTP_SHORT_HEADER 2             /* flags + 1-byte size */
-#define ZMTP_LONG_HEADER 9              /* flags + 8-byte size */
 
 struct alloc_snap {
     uint64_t arena_allocs;
@@ -264,41 +259,6 @@ static void thr_pump(struct mcq_shard *sh, struct mcq_socket *s, void *user)
     finish(t, 0);
 }
 
-/* Bytes of a ZMTP frame header for a body of `size` bytes (short or long form). */
-static uint64_t zmtp_header_len(size_t size)
-{
-    return size <= ZMTP_SHORT_BODY_MAX ? ZMTP_SHORT_HEADER : ZMTP_LONG_HEADER;
-}
-
-/* Waits until the shards wrote at least `bytes` to their connections. mcq_socket_close is
- * meant to linger until queued output is out, but (peer ce9884a, sockets df54ee0) closing
- * with ~100k small messages still queued loses part of them, so the sender waits for its
- * bytes to be written before it closes. */
-static int wait_written(struct mcq_tool *t, uint64_t bytes)
-{
-    uint64_t last = 0, idle_since = tool_now_ns();
-    for (;;) {
-        uint64_t out = 0;
-        for (unsigned i = 0; i < mcq_runtime_shard_count(t->rt); i++) {
-            struct mcq_shard_stats st;
-            if (mcq_runtime_stats(t->rt, i, &st) == 0)
-                out += st.bytes_out;
-        }
-        if (out >= bytes)
-            return 0;
-        uint64_t now = tool_now_ns();
-        if (out != last) {
-            last = out;
-            idle_since = now;
-        } else if (now - idle_since >= (uint64_t)TOOL_TIMEOUT_S * NS_PER_S) {
-            fprintf(stderr, "mcq: output stalled at %llu of %llu bytes\n", (unsigned long long)out,
-                    (unsigned long long)bytes);
-            return -ETIMEDOUT;
-        }
-        nanosleep(&(struct timespec){.tv_nsec = DRAIN_POLL_NS}, NULL);
-    }
-}
-
 static void thr_peer_up(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
                         void *user)
 {
@@ -317,8 +277,6 @@ int tool_remote_thr(const struct tool_args *a)
         &(struct mcq_socket_handlers){.on_peer_up = thr_peer_up, .on_writable = thr_pump}, false);
     if (rc == 0)
         rc = wait_done(&t);
-    if (rc == 0)
-        rc = wait_written(&t, a->count * (a->size + zmtp_header_len(a->size)));
     tool_close(&t);
     return rc;
 }

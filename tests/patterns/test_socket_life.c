@@ -161,3 +161,99 @@ Test(socket_life, single_shard_runtime)
     }
     mcq_runtime_destroy(rt);
 }
+
+/* --- close then destroy with thousands of messages still queued --------------------------- */
+
+#define BULK_MSGS 50000u
+#define BULK_BODY_BYTES 200        /* 10 MB in all: more than the kernel buffers hold */
+#define BULK_READER_RCVHWM 100     /* messages libzmq buffers ahead of the reader */
+#define BULK_READER_RCVBUF 8192    /* bytes: a small kernel buffer keeps output queued here */
+#define BULK_READER_BATCH 2000u    /* messages the reader takes between pauses */
+#define BULK_READER_PAUSE_US 20000 /* pacing, so the sender is well ahead when it closes */
+
+struct bulk {
+    unsigned sent;
+    int rc;
+    struct test_event done;
+};
+
+static void bulk_pump(struct mcq_shard *sh, struct mcq_socket *s, void *user)
+{
+    struct bulk *b = user;
+    while (b->sent < BULK_MSGS && b->rc == 0) {
+        struct mcq_msg *m = mcq_msg_new(sh);
+        static const uint8_t body[BULK_BODY_BYTES];
+        int rc = m ? mcq_msg_append(m, body, sizeof(body)) : -ENOMEM;
+        if (rc == 0)
+            rc = mcq_send(sh, s, m);
+        if (rc < 0)
+            mcq_msg_free(m);
+        if (rc == -EAGAIN)
+            return;
+        if (rc < 0) {
+            b->rc = rc;
+            break;
+        }
+        b->sent++;
+    }
+    test_event_signal(&b->done);
+}
+
+static void bulk_up(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
+                    void *user)
+{
+    (void)p;
+    bulk_pump(sh, s, user);
+}
+
+struct bulk_reader {
+    void *z;
+    unsigned got;
+};
+
+static void *bulk_read(void *arg)
+{
+    struct bulk_reader *r = arg;
+    char buf[BULK_BODY_BYTES];
+    while (r->got < BULK_MSGS && zmq_recv(r->z, buf, sizeof(buf), 0) >= 0)
+        if (++r->got % BULK_READER_BATCH == 0)
+            usleep(BULK_READER_PAUSE_US);
+    return NULL;
+}
+
+/* LINGER -1: closing the socket and destroying the runtime right after the last send loses
+ * nothing while the peer is connected, however much is still queued in the connection. */
+Test(socket_life, close_destroy_flushes_bulk)
+{
+    struct mcq_config cfg = mcq_config_default();
+    cfg.shards = 1;
+    cfg.pin = false;
+    struct mcq_runtime *rt;
+    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
+    struct bulk b = {0};
+    test_event_init(&b.done);
+    struct mcq_socket *s;
+    cr_assert_eq(mcq_socket_create(rt, MCQ_PUSH,
+                                   &(struct mcq_socket_handlers){
+                                       .on_peer_up = bulk_up, .on_writable = bulk_pump, .user = &b},
+                                   &s),
+                 0);
+    char ep[256];
+    struct bulk_reader r = {.z = z_socket(ZMQ_PULL)};
+    int v = BULK_READER_RCVHWM;
+    zmq_setsockopt(r.z, ZMQ_RCVHWM, &v, sizeof(v));
+    v = BULK_READER_RCVBUF;
+    zmq_setsockopt(r.z, ZMQ_RCVBUF, &v, sizeof(v));
+    z_bind(r.z, "tcp", ep, sizeof(ep));
+    pthread_t reader;
+    cr_assert_eq(pthread_create(&reader, NULL, bulk_read, &r), 0);
+    cr_assert_eq(mcq_connect(s, ep), 0);
+    bool sent = test_event_wait(&b.done, 1, T_WAIT_S);
+    mcq_socket_close(s);
+    mcq_runtime_destroy(rt);
+    pthread_join(reader, NULL);
+    cr_assert(sent, "sending stalled at %u of %u", b.sent, BULK_MSGS);
+    cr_assert_eq(b.rc, 0);
+    cr_assert_eq(r.got, BULK_MSGS, "close and destroy dropped %u of %u messages", BULK_MSGS - r.got,
+                 BULK_MSGS);
+}

@@ -641,7 +641,8 @@ static void backlog_drain(struct mcq_pstate *ps)
 {
     while (ps->backlog.head) {
         struct mcq_held *h = ps->backlog.head;
-        if (req_busy(ps, h->req))
+        /* A closing partition drops replies, so a busy REQ peer would hold the rest forever. */
+        if (req_busy(ps, h->req) && !ps->pt->closing)
             return;
         int rc = mcq_peer_send(ps->peer, h->m);
         if (rc == -EAGAIN)
@@ -1055,6 +1056,11 @@ static void peer_closed(struct mcq_peer *p, int reason)
         return;
     if (ps->up)
         peer_gone(ps, reason);
+    if (ps->close_drain) {
+        /* Its backlog went with the connection: stop it reconnecting. */
+        ps->close_drain = false;
+        mcq_peer_close(p, MCQ_CLOSE_ABORT);
+    }
     if (!mcq_peer_reconnecting(p))
         pstate_free(ps);
 }
@@ -1084,6 +1090,11 @@ static void peer_writable(struct mcq_peer *p)
 {
     struct mcq_pstate *ps = mcq_peer_get_data(p);
     backlog_drain(ps);
+    if (ps->close_drain && !ps->backlog.head) {
+        ps->close_drain = false;
+        mcq_peer_close(p, MCQ_CLOSE_FLUSH);
+        return;
+    }
     mcq_part_fire_writable(ps->pt);
 }
 
@@ -1118,10 +1129,14 @@ static const struct mcq_peer_ops peer_ops = {
 };
 
 /* --- close protocol ----------------------------------------------------------------------------
- * A closing partition closes its peers; once the last is gone it sends a fence to every
- * shard (itself included) and never sends anything for this socket again. Rings are FIFO
- * per pair of shards, so a partition that has every shard's fence can get nothing more:
- * it is done, and when all are done the socket's memory may go. */
+ * Two phases. First each partition stops taking sends and tells every other shard so
+ * (`quiet`, behind its earlier data on the same ring); a partition with every other shard's
+ * quiet has all messages meant for its peers, in their queues or backlogs. Then it closes:
+ * its peers take their backlogs and flush (LINGER -1 waits for the backlog too), and once
+ * the last is gone it sends a fence to every shard (itself included) and never sends
+ * anything for this socket again. Rings are FIFO per pair of shards, so a partition that
+ * has every shard's fence can get nothing more: it is done, and when all are done the
+ * socket's memory may go. A runtime stop closes partitions at once, skipping the quiets. */
 
 static void task_fence(struct mcq_shard *sh, void *arg)
 {
@@ -1185,9 +1200,46 @@ static void part_close(struct mcq_part *pt)
         if (ps->closing)
             continue;
         ps->closing = true;
-        mcq_peer_close(ps->peer, ps->cfg->linger == 0 ? MCQ_CLOSE_ABORT : MCQ_CLOSE_FLUSH);
+        bool flush = ps->cfg->linger != 0;
+        if (flush)
+            backlog_drain(ps);
+        if (flush && ps->cfg->linger < 0 && ps->backlog.head) {
+            ps->close_drain = true;
+            continue;
+        }
+        mcq_peer_close(ps->peer, flush ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
     }
     maybe_fence(pt);
+}
+
+/* Phase two once this partition is quiet and has every other shard's quiet. */
+static void maybe_close(struct mcq_part *pt)
+{
+    if (pt->quiet && pt->quiets == pt->s->n - 1)
+        part_close(pt);
+}
+
+static void task_quiet(struct mcq_shard *sh, void *arg)
+{
+    struct mcq_part *pt = part_here(arg, sh);
+    pt->quiets++;
+    maybe_close(pt);
+}
+
+/* Phase one: no more sends here, and every other shard hears so after this shard's data. */
+static void part_quiet(struct mcq_part *pt)
+{
+    if (pt->closing || pt->quiet)
+        return;
+    pt->quiet = true;
+    for (unsigned to = 0; to < pt->s->n; to++) {
+        if (to == pt->id)
+            continue;
+        int rc = mcq_shard_submit_ctl(pt->sh, to, task_quiet, pt->s);
+        if (rc < 0)
+            mcq_log_error("socket: close quiet to shard %u lost: %s", to, strerror(-rc));
+    }
+    maybe_close(pt);
 }
 
 /* Runtime stop, before peer.c ends the peers: close every partition of this shard. */
@@ -1204,7 +1256,7 @@ static void shard_sockets_stop(struct mcq_proto_shard *proto)
 static void task_close(struct mcq_shard *sh, void *arg)
 {
     struct mcq_socket *s = arg;
-    part_close(part_here(s, sh));
+    part_quiet(part_here(s, sh));
     pthread_mutex_lock(&s->lock);
     s->closes_ran++;
     pthread_cond_broadcast(&s->cond);
@@ -1549,7 +1601,7 @@ int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m)
     if (!sh || !s || !m || mcq_msg_count(m) == 0)
         return -EINVAL;
     struct mcq_part *pt = part_here(s, sh);
-    if (pt->closing)
+    if (pt->closing || pt->quiet)
         return -ENOTCONN;
     return mcq_route_send(pt, m);
 }

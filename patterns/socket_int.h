@@ -28,9 +28,11 @@
  *   after every shard confirmed the peer-down); a reconnection is announced after that.
  * - Cross-shard records (a message's exports, control events) live in small pages of the
  *   sender's arena and go home through the remote-free path: no allocator call per send.
- * - Closing: each partition closes its peers, then sends a fence to every shard; a
- *   partition with all fences in can receive nothing more for the socket (rings are FIFO),
- *   and the socket's memory goes when every partition is done. */
+ * - Closing: each partition stops sending and tells every other shard (quiet); with every
+ *   shard's quiet in, nothing more can come for its peers, so it flushes and closes them,
+ *   then sends a fence to every shard; a partition with all fences in can receive nothing
+ *   more for the socket (rings are FIFO), and the socket's memory goes when every
+ *   partition is done. */
 #ifndef MCQ_PATTERNS_SOCKET_INT_H
 #define MCQ_PATTERNS_SOCKET_INT_H
 
@@ -144,6 +146,7 @@ struct mcq_pstate {
     struct mcq_peer *peer;
     const struct mcq_cfgsnap *cfg;
     bool closing;       /* we closed it (mcq_peer_close): do not close it again */
+    bool close_drain;   /* closing, LINGER -1: mcq_peer_close once the backlog is in */
     bool up;            /* between ready() and closed() */
     bool refused;       /* lost a routing-id (or PAIR) claim: its input is dropped */
     bool claim_pending; /* its id claim is unanswered: input waits in inq */
@@ -165,7 +168,8 @@ struct mcq_part {
     struct mcq_socket *s;
     struct mcq_shard *sh;
     unsigned id;
-    bool closing, fenced;
+    bool quiet, closing, fenced;              /* close protocol phases, in this order */
+    unsigned quiets;                          /* other shards' quiet events received */
     unsigned fences;                          /* fence events received (close protocol) */
     unsigned live;                            /* local pstates not yet freed */
     struct mcq_proto_shard *proto;            /* held from attach until done */

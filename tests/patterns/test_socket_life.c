@@ -1,6 +1,7 @@
 /* Socket lifecycle: close flushes what is queued (LINGER -1), LINGER 0 closes at once with
  * a peer that does not read, a socket left open is freed by mcq_runtime_destroy, a socket
- * closed after the runtime stopped, several endpoints per socket. The teardown's leak check
+ * closed after the runtime stopped, several endpoints per socket, sends from a shard that
+ * does not own the peer delivered through close. The teardown's leak check
  * covers every path. */
 #include "socket_util.h"
 
@@ -256,4 +257,68 @@ Test(socket_life, close_destroy_flushes_bulk)
     cr_assert_eq(b.rc, 0);
     cr_assert_eq(r.got, BULK_MSGS, "close and destroy dropped %u of %u messages", BULK_MSGS - r.got,
                  BULK_MSGS);
+}
+
+#define XCLOSE_ROUNDS 10
+#define XCLOSE_MSGS 3000u
+#define XCLOSE_BODY_BYTES 200
+#define XCLOSE_READER_BATCH 500u /* messages the reader takes between pauses */
+
+struct xclose_reader {
+    void *z;
+    unsigned got;
+};
+
+/* Reads slowly (small RCVHWM and buffer, pauses) so the sender's backlogs stay full at close;
+ * the socket's receive timeout ends it when messages stop coming. */
+static void *xclose_read(void *arg)
+{
+    struct xclose_reader *r = arg;
+    char buf[XCLOSE_BODY_BYTES];
+    while (r->got < XCLOSE_MSGS && zmq_recv(r->z, buf, sizeof(buf), 0) >= 0)
+        if (++r->got % XCLOSE_READER_BATCH == 0)
+            usleep(BULK_READER_PAUSE_US);
+    return NULL;
+}
+
+/* LINGER -1 with 4 shards: what a shard that does not own the peer accepted is still in the
+ * mesh or in the owner's backlog at close; close and destroy must deliver all of it. */
+Test(socket_life, close_delivers_other_shard_sends)
+{
+    static uint8_t body[XCLOSE_BODY_BYTES];
+    for (unsigned round = 0; round < XCLOSE_ROUNDS; round++) {
+        char ep[256];
+        struct xclose_reader r = {.z = z_socket(ZMQ_PULL)};
+        int v = BULK_READER_RCVHWM;
+        zmq_setsockopt(r.z, ZMQ_RCVHWM, &v, sizeof(v));
+        v = BULK_READER_RCVBUF;
+        zmq_setsockopt(r.z, ZMQ_RCVBUF, &v, sizeof(v));
+        z_bind(r.z, "tcp", ep, sizeof(ep));
+        t_socket(MCQ_PUSH);
+        cr_assert_eq(mcq_connect(app.s, ep), 0);
+        cr_assert(t_wait_count(&app.ups, round + 1, T_WAIT_S));
+        unsigned from = (app.up_shard + 1) % T_SHARDS;
+        cr_assert(t_wait_lb(from, 1));
+        pthread_t reader;
+        cr_assert_eq(pthread_create(&reader, NULL, xclose_read, &r), 0);
+        unsigned sent = 0;
+        int rc = 0;
+        while (sent < XCLOSE_MSGS && rc == 0) {
+            struct t_send j = {.nf = 1, .f = {body}, .len = {sizeof(body)}};
+            rc = t_send_job_wait(from, &j);
+            if (rc == 0)
+                sent++;
+        }
+        mcq_socket_close(app.s);
+        app.s = NULL;
+        mcq_runtime_destroy(app.rt);
+        struct mcq_config cfg = mcq_config_default();
+        cfg.shards = T_SHARDS;
+        cfg.pin = false;
+        cr_assert_eq(mcq_runtime_create(&cfg, &app.rt), 0);
+        pthread_join(reader, NULL);
+        cr_assert_eq(rc, 0, "round %u: send %u failed: %d", round, sent, rc);
+        cr_assert_eq(r.got, XCLOSE_MSGS, "round %u: close lost %u of %u messages", round,
+                     XCLOSE_MSGS - r.got, XCLOSE_MSGS);
+    }
 }

@@ -89,25 +89,6 @@ static struct mcq_view *vq_at(struct view_queue *q, uint32_t i)
     return &q->v[(q->head + i) & (q->cap - 1)];
 }
 
-static int vq_push(struct mcq_arena *a, struct view_queue *q, const struct mcq_view *v)
-{
-    if (q->len == q->cap) {
-        uint32_t cap = q->cap ? q->cap * 2 : QUEUE_MIN_CAP;
-        struct mcq_view *nv = mcq_arena_alloc(a, (size_t)cap * sizeof(*nv), 0);
-        if (!nv)
-            return -ENOMEM;
-        for (uint32_t i = 0; i < q->len; i++)
-            nv[i] = *vq_at(q, i);
-        mcq_arena_free(a, q->v);
-        q->v = nv;
-        q->cap = cap;
-        q->head = 0;
-    }
-    q->v[(q->head + q->len) & (q->cap - 1)] = *v;
-    q->len++;
-    return 0;
-}
-
 /* Grows q so that `more` pushes cannot fail. */
 static int vq_reserve(struct mcq_arena *a, struct view_queue *q, uint32_t more)
 {
@@ -127,6 +108,18 @@ static int vq_reserve(struct mcq_arena *a, struct view_queue *q, uint32_t more)
     q->v = nv;
     q->cap = cap;
     q->head = 0;
+    return 0;
+}
+
+static int vq_push(struct mcq_arena *a, struct view_queue *q, const struct mcq_view *v)
+{
+    if (q->len == q->cap) {
+        int rc = vq_reserve(a, q, 1);
+        if (rc < 0)
+            return rc;
+    }
+    q->v[(q->head + q->len) & (q->cap - 1)] = *v;
+    q->len++;
     return 0;
 }
 

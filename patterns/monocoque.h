@@ -120,7 +120,8 @@ struct mcq_socket_handlers {
     void (*on_peer_down)(struct mcq_shard *sh, struct mcq_socket *s, const struct mcq_peer_info *p,
                          int reason, void *user);
     /* PLAIN server: return a ZAP status code, 200 to accept, 400 to refuse. NULL with
-     * PLAIN_SERVER set accepts everyone (as libzmq with no ZAP handler). */
+     * PLAIN_SERVER set refuses everyone (ERROR "500", one warning per client), as libzmq
+     * with no ZAP handler fails every PLAIN handshake. */
     unsigned (*on_auth)(struct mcq_shard *sh, struct mcq_socket *s,
                         const struct mcq_auth_request *req, void *user);
     void *user;
@@ -167,7 +168,10 @@ void mcq_socket_close(struct mcq_socket *s);
 
 /* --- options (libzmq's numbers; value types as libzmq) ------------------------------------ */
 /* SNDHWM counts per peer; a shard sending to a peer that another shard owns has a window of
- * as many of its own (credits), so one peer may buffer up to SNDHWM x shards. */
+ * as many of its own (credits), so one peer may buffer up to SNDHWM x shards. RCVHWM bounds
+ * what waits socket-side per peer (input held until its routing id is settled or its last
+ * connection's on_peer_down ran; REP requests waiting for their turn): at the mark the
+ * peer's input is paused (TCP backpressure). on_msg gets the rest as it arrives. */
 #define MCQ_ROUTING_ID 5           /* bytes, 1..255, not starting with 0x00 */
 #define MCQ_SUBSCRIBE 6            /* bytes (SUB/XSUB) */
 #define MCQ_UNSUBSCRIBE 7          /* bytes (SUB/XSUB) */
@@ -176,7 +180,7 @@ void mcq_socket_close(struct mcq_socket *s);
 #define MCQ_RECONNECT_IVL_MAX 21   /* int ms; default 0 = no backoff */
 #define MCQ_MAXMSGSIZE 22          /* int64 bytes; default -1 = no limit */
 #define MCQ_SNDHWM 23              /* int messages per peer; default 1000; 0 = none */
-#define MCQ_RCVHWM 24              /* int requests per peer held by REP; default 1000 */
+#define MCQ_RCVHWM 24              /* int messages per peer held; default 1000; 0 = none */
 #define MCQ_LAST_ENDPOINT 32       /* get only: string */
 #define MCQ_ROUTER_MANDATORY 33    /* int 0/1 */
 #define MCQ_TCP_KEEPALIVE 34       /* int -1 (OS), 0, 1 */

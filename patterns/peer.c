@@ -322,8 +322,11 @@ static void fail(struct mcq_peer *p, int rc)
     if (!p->conn || p->conn_ending)
         return;
     const char *why = mcq_zmtp_session_reason(&p->sess);
-    mcq_log_warn("peer %s: closing: %s (%s)", p->address[0] ? p->address : "?",
-                 why && why[0] ? why : "connection error", strerror(-rc));
+    /* A refused authentication is the owner's decision, and the owner logs it if it wants:
+     * at warn level this would be a second line per refused client. */
+    mcq_log(rc == -EACCES ? MCQ_LOG_INFO : MCQ_LOG_WARN, "peer %s: closing: %s (%s)",
+            p->address[0] ? p->address : "?", why && why[0] ? why : "connection error",
+            strerror(-rc));
     if (rc == -ECONNREFUSED)
         p->refused = true;
     p->fail_reason = rc;

@@ -160,12 +160,8 @@ static void rep_input(struct mcq_pstate *ps, struct mcq_msg *m)
     }
     *h = (struct mcq_held){.m = m, .env = env, .ref = from};
     mcq_heldq_push(&pt->rep_hold, h);
-    /* RCVHWM: a peer with that many requests waiting is paused (TCP backpressure). */
     ps->rep_held++;
-    if (ps->cfg->rcvhwm && ps->rep_held >= ps->cfg->rcvhwm && !ps->paused) {
-        ps->paused = true;
-        mcq_peer_pause(ps->peer);
-    }
+    mcq_pstate_rcv_check(ps);
 }
 
 void mcq_route_rep_next(struct mcq_shard *sh, struct mcq_deferred *d)
@@ -180,10 +176,7 @@ void mcq_route_rep_next(struct mcq_shard *sh, struct mcq_deferred *d)
     struct mcq_pstate *ps = mcq_part_local(pt, &h->ref);
     if (ps) {
         ps->rep_held--;
-        if (ps->paused && ps->rep_held < ps->cfg->rcvhwm) {
-            ps->paused = false;
-            mcq_peer_resume(ps->peer);
-        }
+        mcq_pstate_rcv_check(ps);
     }
     rep_deliver(pt, &h->ref, h->env, h->m);
     free(h);

@@ -901,6 +901,22 @@ static void settle(struct mcq_pstate *ps)
         free(h);
     }
     mcq_heldq_free(&ps->inq);
+    mcq_pstate_rcv_check(ps);
+}
+
+void mcq_pstate_rcv_check(struct mcq_pstate *ps)
+{
+    uint32_t hwm = ps->cfg->rcvhwm;
+    if (!ps->up || hwm == 0)
+        return;
+    uint32_t held = ps->inq.len + ps->rep_held;
+    if (held >= hwm && !ps->paused) {
+        ps->paused = true;
+        mcq_peer_pause(ps->peer);
+    } else if (held < hwm && ps->paused) {
+        ps->paused = false;
+        mcq_peer_resume(ps->peer);
+    }
 }
 
 static struct xdown *down_new(struct mcq_pstate *ps, int reason)
@@ -1081,6 +1097,7 @@ static void peer_msg(struct mcq_peer *p, struct mcq_msg *m)
         }
         *h = (struct mcq_held){.m = m};
         mcq_heldq_push(&ps->inq, h);
+        mcq_pstate_rcv_check(ps);
         return;
     }
     mcq_route_input(ps, m);
@@ -1107,15 +1124,21 @@ static void peer_subscription(struct mcq_peer *p, bool subscribe, const uint8_t 
     (void)len;
 }
 
-/* libzmq with PLAIN and no ZAP handler accepts every client; so do we without on_auth. */
-#define ZAP_OK 200u
+/* libzmq 4.3's PLAIN server with no ZAP handler fails every handshake; so does ours without
+ * on_auth. The ZAP status for it is "internal error": the server, not the client's
+ * credentials, is at fault, and the client hears ERROR and does not retry. */
+#define ZAP_INTERNAL_ERROR 500u
 
 static unsigned peer_auth(struct mcq_peer *p, const struct mcq_auth_request *req)
 {
     struct mcq_pstate *ps = mcq_peer_get_data(p);
     struct mcq_socket *s = ps->pt->s;
-    if (!s->h.on_auth)
-        return ZAP_OK;
+    if (!s->h.on_auth) {
+        mcq_log_warn("socket: refusing PLAIN client %s: PLAIN_SERVER is set but the socket has "
+                     "no on_auth handler",
+                     req->address && req->address[0] ? req->address : "?");
+        return ZAP_INTERNAL_ERROR;
+    }
     return s->h.on_auth(ps->pt->sh, s, req, s->h.user);
 }
 

@@ -83,7 +83,7 @@ struct mcq_cfgsnap {
     struct mcq_peer_cfg pcfg;
     struct mcq_zmtp_plain_credentials creds;
     uint32_t window; /* credits per (sending shard, remote peer) */
-    uint32_t rcvhwm; /* REP: requests held per peer before it is paused; 0 = no limit */
+    uint32_t rcvhwm; /* messages held per peer before it is paused; 0 = no limit */
     int linger;      /* 0: close with ABORT */
     uint8_t identity[MCQ_ROUTING_ID_MAX];
     uint8_t username[MCQ_OPT_STR_MAX], password[MCQ_OPT_STR_MAX];
@@ -161,7 +161,7 @@ struct mcq_pstate {
     uint32_t *owed;           /* [nshards] credits not yet returned per source */
     int32_t req_from;         /* REQ: the shard whose request this peer is answering, or -1 */
     uint32_t rep_held;        /* REP: its requests waiting in the partition's hold queue */
-    bool paused;              /* REP: input stopped at RCVHWM */
+    bool paused;              /* input stopped at RCVHWM (inq + rep_held) */
 };
 
 struct mcq_part {
@@ -247,6 +247,9 @@ void mcq_pstate_req_done(struct mcq_pstate *ps);
 /* Sends a REQ reply that arrived from peer `from` to the requesting shard `to`. */
 void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_peer_ref *from,
                             struct mcq_msg *m);
+/* RCVHWM: pauses ps's input (TCP backpressure) while it has RCVHWM messages or more held
+ * (inq and, for REP, requests waiting for their turn), and resumes it below. */
+void mcq_pstate_rcv_check(struct mcq_pstate *ps);
 /* The handle of a local peer's current connection. */
 struct mcq_peer_ref mcq_pstate_ref(const struct mcq_pstate *ps);
 /* FIFO of held messages: push takes h, pop returns the oldest (NULL when empty), free

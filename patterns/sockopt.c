@@ -39,6 +39,11 @@ static bool can_send(int type)
     return type != MCQ_PULL;
 }
 
+static bool can_receive(int type)
+{
+    return type != MCQ_PUSH && type != MCQ_PUB;
+}
+
 static int get_int(const void *v, size_t len, int *out)
 {
     if (!v || len != sizeof(int))
@@ -118,9 +123,10 @@ static bool supported(int type, int option)
     case MCQ_SNDHWM_BYTES:
         return can_send(type);
     case MCQ_RCVHWM:
-        /* Input goes to on_msg as it arrives; only REP holds requests (while a reply is
-         * owed), so only REP has a receive queue to bound. */
-        return type == MCQ_REP;
+        /* Input goes to on_msg as it arrives; what a peer has waiting on the socket side
+         * (input held for its routing-id claim or its previous connection's on_peer_down,
+         * REP requests waiting for their turn) is what RCVHWM bounds. */
+        return can_receive(type);
     case MCQ_ROUTING_ID:
         return mcq_zmtp_socket_type_sends_identity(type);
     case MCQ_ROUTER_MANDATORY:

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "alloc/arena.h"
@@ -979,6 +980,12 @@ int mcq_conn_peer(const struct mcq_conn *c, struct mcq_sockaddr *out)
     memset(out, 0, sizeof(*out));
     out->len = sizeof(out->ss);
     if (getpeername(c->fd, &out->sa, &out->len) < 0)
+        return -errno;
+    if (out->sa.sa_family != AF_UNIX || out->len > offsetof(struct sockaddr_un, sun_path))
+        return 0;
+    /* An accepted unix connection's client is unnamed: name the path it came in on. */
+    out->len = sizeof(out->ss);
+    if (getsockname(c->fd, &out->sa, &out->len) < 0)
         return -errno;
     return 0;
 }

@@ -137,7 +137,8 @@ void mcq_conn_set_user(struct mcq_conn *c, void *user);
 struct mcq_shard *mcq_conn_shard(const struct mcq_conn *c);
 enum mcq_transport mcq_conn_transport(const struct mcq_conn *c);
 
-/* The peer's address (getpeername). 0 or -errno. */
+/* The peer's address (getpeername); for an accepted unix connection, whose client is
+ * unnamed, the bound path it arrived on (as libzmq reports it). 0 or -errno. */
 int mcq_conn_peer(const struct mcq_conn *c, struct mcq_sockaddr *out);
 
 /* The one place socket options are set on a connection's fd (accepted or connecting):

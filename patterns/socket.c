@@ -407,6 +407,7 @@ static void task_refuse(struct mcq_shard *sh, void *arg)
         ps->refused = true;
         ps->claim_pending = false;
         mcq_heldq_free(&ps->inq);
+        mcq_pstate_rcv_check(ps);
         if (pt->s->type == MCQ_PAIR) {
             mcq_log_warn("socket: PAIR already has a peer; closing the new one");
             ps->closing = true;

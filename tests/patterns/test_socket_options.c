@@ -1,6 +1,6 @@
 /* Options that change what happens on the wire, against libzmq or a hand-driven client:
- * PLAIN server (our on_auth decides) and client, MAXMSGSIZE, HANDSHAKE_IVL, HEARTBEAT_IVL and
- * HEARTBEAT_TIMEOUT. */
+ * PLAIN server (our on_auth decides; without it everyone is refused) and client, MAXMSGSIZE,
+ * HANDSHAKE_IVL, HEARTBEAT_IVL and HEARTBEAT_TIMEOUT. */
 #include "socket_util.h"
 
 #include <arpa/inet.h>
@@ -59,6 +59,73 @@ Test(socket_options, plain_server_uses_on_auth)
     cr_assert_eq(ups, 1, "the refused client became a peer");
     z_close(bad);
     z_close(good);
+}
+
+/* Lines of `path` that contain `needle`. */
+static unsigned count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char line[1024];
+    unsigned n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+#define REFUSE_QUIET_S 0.5 /* a reconnecting client would have come back several times */
+#define LOG_POLL_NS 5000000L
+
+/* PLAIN_SERVER without on_auth refuses (libzmq 4.3 without a ZAP handler fails the
+ * handshake too): the libzmq client is never served, no peer comes up, and the log has one
+ * line naming the client and the cause, and no more (the client heard ERROR and stays
+ * away). */
+Test(socket_options, plain_server_without_on_auth_refuses)
+{
+    char ep[256], log_path[] = "/tmp/mcq-plain-log-XXXXXX";
+    int log_fd = mkstemp(log_path);
+    cr_assert_geq(log_fd, 0);
+    fflush(stderr);
+    int saved_err = dup(2);
+    dup2(log_fd, 2);
+    t_socket(MCQ_REP);
+    app.echo = true;
+    t_setopt_int(MCQ_PLAIN_SERVER, 1);
+    t_bind("tcp", ep, sizeof(ep));
+    void *c = z_socket(ZMQ_REQ);
+    zmq_setsockopt(c, ZMQ_PLAIN_USERNAME, "admin", 5);
+    zmq_setsockopt(c, ZMQ_PLAIN_PASSWORD, "secret", 6);
+    cr_assert_eq(zmq_connect(c, ep), 0);
+    z_send_strs(c, "hi", NULL);
+    struct timespec until, now;
+    t_deadline(&until, T_WAIT_S);
+    unsigned lines = 0;
+    do {
+        nanosleep(&(struct timespec){0, LOG_POLL_NS}, NULL);
+        lines = count_lines(log_path, "no on_auth handler");
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (lines == 0 && now.tv_sec <= until.tv_sec);
+    struct t_rx r;
+    int v = (int)(REFUSE_QUIET_S * 1000);
+    zmq_setsockopt(c, ZMQ_RCVTIMEO, &v, sizeof(v));
+    bool served = z_recv(c, &r);
+    unsigned later = count_lines(log_path, "no on_auth handler");
+    unsigned with_client = count_lines(log_path, "refusing PLAIN client tcp://127.0.0.1:");
+    fflush(stderr);
+    dup2(saved_err, 2);
+    close(saved_err);
+    close(log_fd);
+    unlink(log_path);
+    cr_assert_not(served, "a refused client was served");
+    cr_assert_eq(lines, 1, "no refusal logged");
+    cr_assert_eq(later, 1, "%u refusal lines for one client", later);
+    cr_assert_eq(with_client, 1, "the line does not name the client");
+    pthread_mutex_lock(&app.lock);
+    unsigned ups = app.ups, nrx = app.nrx;
+    pthread_mutex_unlock(&app.lock);
+    cr_assert_eq(ups, 0, "the refused client became a peer");
+    cr_assert_eq(nrx, 0);
 }
 
 /* A ZAP handler for the libzmq side (RFC 27): accepts everyone and remembers the last

@@ -1,9 +1,12 @@
 /* Receive and byte limits against libzmq: RCVHWM pauses a peer whose input waits on the
- * socket side (the libzmq sender then blocks on TCP backpressure) and nothing is lost when
- * it resumes; SNDHWM_BYTES says -EAGAIN once a peer's queued bytes reach it. */
+ * socket side (for its previous connection's on_peer_down, or for its routing id) so the
+ * libzmq sender blocks on TCP backpressure, and nothing is lost when it resumes;
+ * SNDHWM_BYTES says -EAGAIN once a peer's queued bytes reach it. */
 #include "socket_util.h"
 
 #include <errno.h>
+
+#include "patterns/siphash.h"
 
 TestSuite(socket_hwm, .init = t_setup, .fini = t_teardown, .timeout = 60);
 
@@ -77,6 +80,74 @@ Test(socket_hwm, rcvhwm_by_type)
     mcq_socket_close(push);
 }
 
+/* A libzmq DEALER whose sends block (time out) as soon as TCP backpressure reaches it. */
+static void *z_blocking_sender(void)
+{
+    void *z = z_socket(ZMQ_DEALER);
+    int v = 1;
+    zmq_setsockopt(z, ZMQ_SNDHWM, &v, sizeof(v));
+    v = Z_SNDBUF_BYTES;
+    zmq_setsockopt(z, ZMQ_SNDBUF, &v, sizeof(v));
+    v = Z_SEND_TIMEOUT_MS;
+    zmq_setsockopt(z, ZMQ_SNDTIMEO, &v, sizeof(v));
+    return z;
+}
+
+/* Sends numbered messages until a send times out; returns how many went. */
+static unsigned send_until_blocked(void *z)
+{
+    static char body[RCV_MSG_BYTES];
+    unsigned sent = 0;
+    while (sent < RCV_SEND_MAX) {
+        memcpy(body, &sent, sizeof(sent));
+        if (zmq_send(z, body, sizeof(body), 0) < 0)
+            break;
+        sent++;
+    }
+    cr_assert_eq(zmq_errno(), EAGAIN, "the sender never blocked (%u sent)", sent);
+    cr_assert_lt(sent, RCV_SEND_MAX, "the sender never blocked");
+    return sent;
+}
+
+/* Every one of `sent` numbered messages arrives, in order, its number in frame `f` and,
+ * when id is not NULL, the routing id in frame 0. */
+static void expect_in_order(unsigned sent, unsigned f, const char *id)
+{
+    for (unsigned i = 0; i < sent; i++) {
+        struct t_rx *in = t_recv(T_WAIT_S);
+        cr_assert_not_null(in, "message %u of %u never arrived", i, sent);
+        cr_assert(!id || rx_frame_is(in, 0, id), "message %u without the routing id", i);
+        cr_assert_eq(in->len[f], RCV_MSG_BYTES);
+        unsigned seq;
+        memcpy(&seq, in->data[f], sizeof(seq));
+        cr_assert_eq(seq, i, "message %u out of order (%u)", i, seq);
+        t_free_rx(in);
+    }
+}
+
+static void block_shard(struct t_block *b, unsigned shard)
+{
+    test_event_init(&b->entered);
+    test_event_init(&b->release);
+    cr_assert_eq(mcq_runtime_post(app.rt, shard, task_block, b), 0);
+    cr_assert(test_event_wait(&b->entered, 1, T_WAIT_S));
+}
+
+/* The owner shard holds exactly RCVHWM messages of its one peer, paused, and delivered
+ * nothing; `ups` peers were announced. */
+static void assert_held_at_mark(unsigned owner, unsigned ups)
+{
+    struct held_probe p = probe_held(owner);
+    cr_assert_eq(p.peers, 1);
+    cr_assert(p.paused, "the peer was not paused");
+    cr_assert_eq(p.inq, RCV_HWM, "held input %u, RCVHWM %d", p.inq, RCV_HWM);
+    pthread_mutex_lock(&app.lock);
+    unsigned nrx = app.nrx, up = app.ups;
+    pthread_mutex_unlock(&app.lock);
+    cr_assert_eq(nrx, 0, "input delivered while it should wait");
+    cr_assert_eq(up, ups, "the peer was announced while its input waited");
+}
+
 /* Our DEALER reconnects to a new libzmq DEALER while another shard is busy, so the old
  * connection's on_peer_down cannot complete and the new connection's input must wait on
  * the socket side. RCVHWM 4: exactly 4 messages wait, the connection is paused, and the
@@ -94,23 +165,13 @@ Test(socket_hwm, rcvhwm_pauses_held_input)
     cr_assert_eq(mcq_connect(app.s, ep), 0);
     cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
     unsigned owner = app.up_shard;
-
     static struct t_block blk;
-    test_event_init(&blk.entered);
-    test_event_init(&blk.release);
-    cr_assert_eq(mcq_runtime_post(app.rt, (owner + 1) % T_SHARDS, task_block, &blk), 0);
-    cr_assert(test_event_wait(&blk.entered, 1, T_WAIT_S));
+    block_shard(&blk, (owner + 1) % T_SHARDS);
 
     /* The first libzmq socket goes away; a second one on the same endpoint gets our peer's
      * reconnection. */
     z_close(first);
-    void *z = z_socket(ZMQ_DEALER);
-    int v = 1;
-    zmq_setsockopt(z, ZMQ_SNDHWM, &v, sizeof(v));
-    v = Z_SNDBUF_BYTES;
-    zmq_setsockopt(z, ZMQ_SNDBUF, &v, sizeof(v));
-    v = Z_SEND_TIMEOUT_MS;
-    zmq_setsockopt(z, ZMQ_SNDTIMEO, &v, sizeof(v));
+    void *z = z_blocking_sender();
     void *mon = z_monitor(z, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
     int rc = -1;
     for (unsigned i = 0; i < REBIND_TRIES && rc != 0; i++) {
@@ -121,41 +182,47 @@ Test(socket_hwm, rcvhwm_pauses_held_input)
     cr_assert_eq(rc, 0, "rebind %s: %s", ep, zmq_strerror(zmq_errno()));
     cr_assert(z_wait_event(mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED), "our peer did not reconnect");
 
-    static char body[RCV_MSG_BYTES];
-    unsigned sent = 0;
-    while (sent < RCV_SEND_MAX) {
-        memcpy(body, &sent, sizeof(sent));
-        if (zmq_send(z, body, sizeof(body), 0) < 0)
-            break;
-        sent++;
-    }
-    cr_assert_eq(zmq_errno(), EAGAIN, "the sender never blocked (%u sent)", sent);
-    cr_assert_lt(sent, RCV_SEND_MAX, "the sender never blocked");
-    struct held_probe p = probe_held(owner);
-    cr_assert_eq(p.peers, 1);
-    cr_assert(p.paused, "the peer was not paused");
-    cr_assert_eq(p.inq, RCV_HWM, "held input %u, RCVHWM %d", p.inq, RCV_HWM);
-    pthread_mutex_lock(&app.lock);
-    unsigned ups = app.ups, nrx = app.nrx;
-    pthread_mutex_unlock(&app.lock);
-    cr_assert_eq(ups, 1, "the new connection was announced before the old one's down");
-    cr_assert_eq(nrx, 0);
-
+    unsigned sent = send_until_blocked(z);
+    assert_held_at_mark(owner, 1);
     test_event_signal(&blk.release);
     cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S));
     cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S));
-    for (unsigned i = 0; i < sent; i++) {
-        struct t_rx *in = t_recv(T_WAIT_S);
-        cr_assert_not_null(in, "message %u of %u never arrived", i, sent);
-        unsigned seq;
-        cr_assert_eq(in->len[0], sizeof(body));
-        memcpy(&seq, in->data[0], sizeof(seq));
-        cr_assert_eq(seq, i, "message %u out of order (%u)", i, seq);
-        t_free_rx(in);
-    }
+    expect_in_order(sent, 0, NULL);
     cr_assert(!probe_held(owner).paused, "still paused after the held input went out");
     cr_log_info("RCVHWM %d: libzmq blocked after %u messages of %d bytes", RCV_HWM, sent,
                 RCV_MSG_BYTES);
+}
+
+/* Our ROUTER connects (from shard 0: a socket's first connect goes there) to a libzmq
+ * DEALER that chose its routing id; the shard arbitrating that id is busy, so the claim is
+ * unanswered and the peer's input must wait. RCVHWM 4: 4 messages wait and the sender
+ * blocks; once the arbiter answers, every message arrives in order with the chosen id. */
+Test(socket_hwm, rcvhwm_pauses_input_waiting_for_its_id)
+{
+    char ep[256], id[16];
+    t_socket(MCQ_ROUTER);
+    t_setopt_int(MCQ_RCVHWM, RCV_HWM);
+    t_setopt_int(MCQ_LINGER, 0);
+    unsigned arbiter = 0;
+    for (unsigned i = 0; arbiter == 0; i++) {
+        snprintf(id, sizeof(id), "id-%u", i);
+        arbiter = (unsigned)(mcq_siphash24(app.s->hkey, id, strlen(id)) % T_SHARDS);
+    }
+    void *z = z_blocking_sender();
+    zmq_setsockopt(z, ZMQ_ROUTING_ID, id, strlen(id));
+    void *mon = z_monitor(z, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+    z_bind(z, "tcp", ep, sizeof(ep));
+    static struct t_block blk;
+    block_shard(&blk, arbiter);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    cr_assert(z_wait_event(mon, ZMQ_EVENT_HANDSHAKE_SUCCEEDED));
+
+    unsigned sent = send_until_blocked(z);
+    assert_held_at_mark(0, 0);
+    test_event_signal(&blk.release);
+    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    expect_in_order(sent, 1, id);
+    cr_assert(!probe_held(0).paused, "still paused after the held input went out");
 }
 
 /* --- SNDHWM_BYTES ---------------------------------------------------------------------------- */

@@ -1,8 +1,10 @@
 /* Socket lifecycle: close flushes what is queued (LINGER -1), LINGER 0 closes at once with
  * a peer that does not read, a socket left open is freed by mcq_runtime_destroy, a socket
  * closed after the runtime stopped, several endpoints per socket, sends from a shard that
- * does not own the peer delivered through close. The teardown's leak check
- * covers every path. */
+ * does not own the peer delivered through close. Shutdown: LINGER bounds the whole close
+ * (once, not per layer), runtime destroy flushes sockets left open within their LINGER, and
+ * a runtime stop in the middle of a close lets it finish. The teardown's leak check covers
+ * every path. */
 #include "socket_util.h"
 
 TestSuite(socket_life, .init = t_setup, .fini = t_teardown, .timeout = 60);

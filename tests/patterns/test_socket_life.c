@@ -4,14 +4,16 @@
  * does not own the peer delivered through close. Shutdown: LINGER bounds the whole close
  * (once, not per layer), runtime destroy flushes sockets left open within their LINGER, and
  * a runtime stop in the middle of a close lets it finish. The teardown's leak check covers
- * every path. */
+ * every path. Also built under TSan (MCQ_TSAN_TEST): the stop paths cross every shard. */
 #include "socket_util.h"
 
-TestSuite(socket_life, .init = t_setup, .fini = t_teardown, .timeout = 60);
+/* Per test rather than a TestSuite: the file is also built under TSan (MCQ_TSAN_TEST), whose
+ * Criterion stand-in knows only Test(). */
+#define LIFE .init = t_setup, .fini = t_teardown, .timeout = 60
 
 #define FLUSH_MSGS 200
 
-Test(socket_life, close_flushes_queued)
+Test(socket_life, close_flushes_queued, LIFE)
 {
     char ep[256];
     void *z = z_socket(ZMQ_PULL);
@@ -23,7 +25,8 @@ Test(socket_life, close_flushes_queued)
         char body[16];
         snprintf(body, sizeof(body), "%u", i);
         struct t_send j = {.nf = 1, .f = {body}, .len = {strlen(body)}};
-        cr_assert_eq(t_send_job_wait(i % T_SHARDS, &j), 0);
+        unsigned from = i % T_SHARDS;
+        cr_assert_eq(t_send_job_wait(from, &j), 0);
     }
     mcq_socket_close(app.s);
     app.s = NULL;
@@ -36,7 +39,7 @@ Test(socket_life, close_flushes_queued)
     cr_assert_eq(got, FLUSH_MSGS, "close dropped queued messages");
 }
 
-Test(socket_life, linger_zero_closes_at_once)
+Test(socket_life, linger_zero_closes_at_once, LIFE)
 {
     char ep[256];
     static uint8_t big[1 << 20];
@@ -64,7 +67,7 @@ Test(socket_life, linger_zero_closes_at_once)
 }
 
 /* Left open: mcq_runtime_destroy (in the teardown) frees it. */
-Test(socket_life, destroy_frees_open_socket)
+Test(socket_life, destroy_frees_open_socket, LIFE)
 {
     char ep[256];
     t_socket(MCQ_ROUTER);
@@ -82,7 +85,7 @@ Test(socket_life, destroy_frees_open_socket)
 }
 
 /* Closed after the runtime stopped: the stop closed its partitions; close frees it. */
-Test(socket_life, close_after_stop)
+Test(socket_life, close_after_stop, LIFE)
 {
     char ep[256];
     t_socket(MCQ_DEALER);
@@ -100,7 +103,7 @@ Test(socket_life, close_after_stop)
 }
 
 /* Two endpoints on one socket (TCP and IPC), two connects; LAST_ENDPOINT follows binds. */
-Test(socket_life, several_endpoints)
+Test(socket_life, several_endpoints, LIFE)
 {
     char tcp[256], ipc[256];
     t_socket(MCQ_PULL);
@@ -134,7 +137,7 @@ static void echo_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg 
 
 /* One shard: no other shard to tell anything (broadcasts go nowhere, auto ids carry no
  * shard bits); ROUTER and PAIR still work. */
-Test(socket_life, single_shard_runtime)
+Test(socket_life, single_shard_runtime, LIFE)
 {
     struct mcq_config cfg = mcq_config_default();
     cfg.shards = 1;
@@ -226,7 +229,7 @@ static void *bulk_read(void *arg)
 
 /* LINGER -1: closing the socket and destroying the runtime right after the last send loses
  * nothing while the peer is connected, however much is still queued in the connection. */
-Test(socket_life, close_destroy_flushes_bulk)
+Test(socket_life, close_destroy_flushes_bulk, LIFE)
 {
     struct mcq_config cfg = mcq_config_default();
     cfg.shards = 1;
@@ -285,7 +288,7 @@ static void *xclose_read(void *arg)
 
 /* LINGER -1 with 4 shards: what a shard that does not own the peer accepted is still in the
  * mesh or in the owner's backlog at close; close and destroy must deliver all of it. */
-Test(socket_life, close_delivers_other_shard_sends)
+Test(socket_life, close_delivers_other_shard_sends, LIFE)
 {
     static uint8_t body[XCLOSE_BODY_BYTES];
     for (unsigned round = 0; round < XCLOSE_ROUNDS; round++) {
@@ -414,7 +417,7 @@ static double linger_close_ms(bool by_destroy)
     return ms;
 }
 
-Test(socket_life, linger_bounds_whole_close)
+Test(socket_life, linger_bounds_whole_close, LIFE)
 {
     double ms = linger_close_ms(false);
     cr_assert_geq(ms, LINGER_MS, "close gave up after %.0f ms, before LINGER", ms);
@@ -424,7 +427,7 @@ Test(socket_life, linger_bounds_whole_close)
 
 /* Runtime destroy with the socket still open lingers like a close (libzmq's zmq_ctx_term):
  * it flushes for LINGER, and no longer. */
-Test(socket_life, destroy_lingers_open_socket)
+Test(socket_life, destroy_lingers_open_socket, LIFE)
 {
     double ms = linger_close_ms(true);
     cr_assert_geq(ms, LINGER_MS, "destroy dropped the queue after %.0f ms, before LINGER", ms);
@@ -434,7 +437,7 @@ Test(socket_life, destroy_lingers_open_socket)
 
 /* LINGER -1 and a reader that keeps up: destroying the runtime with the socket left open
  * delivers everything queued, on every shard, as close would. */
-Test(socket_life, destroy_flushes_open_socket)
+Test(socket_life, destroy_flushes_open_socket, LIFE)
 {
     struct bulk b = {0};
     test_event_init(&b.done);
@@ -532,7 +535,7 @@ static bool wait_closes_ran(struct mcq_socket *s, unsigned n)
  * is full, so its last messages are crossing the mesh or waiting in the owner's backlog. The
  * socket begins closing and the runtime stops while the close waits for that shard. The stop
  * must let the close finish within LINGER: once the PULL reads, it gets every message. */
-Test(socket_life, stop_during_close_delivers)
+Test(socket_life, stop_during_close_delivers, LIFE)
 {
     static uint8_t body[LINGER_BODY];
     char ep[256];

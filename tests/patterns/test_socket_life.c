@@ -420,6 +420,7 @@ static double linger_close_ms(bool by_destroy)
 Test(socket_life, linger_bounds_whole_close, LIFE)
 {
     double ms = linger_close_ms(false);
+    cr_log_info("close with LINGER %d took %.1f ms", LINGER_MS, ms);
     cr_assert_geq(ms, LINGER_MS, "close gave up after %.0f ms, before LINGER", ms);
     cr_assert_lt(ms, LINGER_MS + LINGER_SLACK_MS, "close took %.0f ms with LINGER %d", ms,
                  LINGER_MS);
@@ -430,6 +431,7 @@ Test(socket_life, linger_bounds_whole_close, LIFE)
 Test(socket_life, destroy_lingers_open_socket, LIFE)
 {
     double ms = linger_close_ms(true);
+    cr_log_info("destroy with LINGER %d took %.1f ms", LINGER_MS, ms);
     cr_assert_geq(ms, LINGER_MS, "destroy dropped the queue after %.0f ms, before LINGER", ms);
     cr_assert_lt(ms, LINGER_MS + LINGER_SLACK_MS, "destroy took %.0f ms with LINGER %d", ms,
                  LINGER_MS);

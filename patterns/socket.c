@@ -1337,7 +1337,12 @@ static void task_detach(struct mcq_shard *sh, void *arg)
         mcq_proto_shard_release(pt->proto);
         pt->proto = NULL;
     }
+    /* A stop began closing it before the create failed: that close can never finish (some
+     * partition never attached), so it must not hold the shard; its quiets are in flight. */
+    if (pt->quiet)
+        mcq_shard_stop_release(sh);
     pthread_mutex_lock(&s->lock);
+    s->detached_quiet |= pt->quiet;
     s->detached++;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
@@ -1474,8 +1479,9 @@ int mcq_socket_create(struct mcq_runtime *rt, enum mcq_socket_type type,
         pthread_mutex_lock(&s->lock);
         while (s->detached < detaching)
             pthread_cond_wait(&s->cond, &s->lock);
+        bool in_flight = s->detached_quiet;
         pthread_mutex_unlock(&s->lock);
-        if (detaching == posted)
+        if (detaching == posted && !in_flight)
             socket_free(s);
         else
             mcq_log_error("socket: create failed half-way; its memory is left to the process "

@@ -217,6 +217,7 @@ struct mcq_socket {
     struct mcq_connect_req *connects;
     _Atomic unsigned rr;
     unsigned attach_ran, attached, detached, done, closes_ran; /* under lock */
+    bool detached_quiet; /* under lock: a failed create's partition had begun closing */
     struct mcq_runtime_cleanup cleanup;
     struct mcq_part *parts[];
 };

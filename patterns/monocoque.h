@@ -162,8 +162,10 @@ int mcq_connect(struct mcq_socket *s, const char *endpoint);
  * on the shard the request arrived on; later requests there wait until it was sent). */
 int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m);
 
-/* Closes the socket: stops accepting and connecting, flushes queued output for up to
- * LINGER ms, then frees it. No callback runs after it returns. Non-shard thread. */
+/* Closes the socket: stops accepting and connecting, flushes queued output (also what other
+ * shards accepted and is still on its way) for up to LINGER ms from the call in all, then
+ * frees it. No callback runs after it returns. Non-shard thread. A socket left open is
+ * closed the same way when the runtime stops. */
 void mcq_socket_close(struct mcq_socket *s);
 
 /* --- options (libzmq's numbers; value types as libzmq) ------------------------------------ */
@@ -175,7 +177,7 @@ void mcq_socket_close(struct mcq_socket *s);
 #define MCQ_ROUTING_ID 5           /* bytes, 1..255, not starting with 0x00 */
 #define MCQ_SUBSCRIBE 6            /* bytes (SUB/XSUB) */
 #define MCQ_UNSUBSCRIBE 7          /* bytes (SUB/XSUB) */
-#define MCQ_LINGER 17              /* int ms, -1 = forever; default -1 */
+#define MCQ_LINGER 17              /* int ms, -1 = forever; default -1; bounds a whole close */
 #define MCQ_RECONNECT_IVL 18       /* int ms; default 100; -1 = never reconnect */
 #define MCQ_RECONNECT_IVL_MAX 21   /* int ms; default 0 = no backoff */
 #define MCQ_MAXMSGSIZE 22          /* int64 bytes; default -1 = no limit */

@@ -56,17 +56,18 @@ struct mcq_peer {
     struct mcq_conn *conn; /* NULL between connections */
     char *endpoint;        /* connecting peers: the target (arena copy); NULL if accepted */
 
-    bool ready;          /* handshake done on the current connection */
-    bool opened;         /* the current connection opened (closed() is due when it ends) */
-    bool conn_ending;    /* mcq_conn_close was called on the current connection */
-    bool closing;        /* mcq_peer_close or runtime stop: no reconnect, freed when closed */
-    bool closed_pending; /* closing with no connection: closed() runs from `notify` */
-    bool in_closed;      /* inside ops->closed */
-    bool reconnect;      /* what mcq_peer_reconnecting answers */
-    bool refused;        /* the peer sent ERROR: never reconnect (libzmq) */
-    bool want_writable;  /* a send returned -EAGAIN or filled the queue */
-    bool lingering;      /* FLUSH close waiting for the queue to reach the connection */
-    int fail_reason;     /* our reason for ending the connection, reported over conn's */
+    bool ready;            /* handshake done on the current connection */
+    bool opened;           /* the current connection opened (closed() is due when it ends) */
+    bool conn_ending;      /* mcq_conn_close was called on the current connection */
+    bool closing;          /* mcq_peer_close or runtime stop: no reconnect, freed when closed */
+    bool closed_pending;   /* closing with no connection: closed() runs from `notify` */
+    bool in_closed;        /* inside ops->closed */
+    bool reconnect;        /* what mcq_peer_reconnecting answers */
+    bool refused;          /* the peer sent ERROR: never reconnect (libzmq) */
+    bool want_writable;    /* a send returned -EAGAIN or filled the queue */
+    bool lingering;        /* FLUSH close waiting for the queue to reach the connection */
+    uint64_t linger_until; /* while lingering: when the whole close must end (shard clock) */
+    int fail_reason;       /* our reason for ending the connection, reported over conn's */
 
     struct mcq_timer timer;
     struct mcq_deferred notify;
@@ -306,14 +307,22 @@ static void arm_timer(struct mcq_peer *p)
     mcq_timer_start(p->sh, &p->timer, d > now ? d - now : 0, 0);
 }
 
-/* Closes the current connection on our side (once; a later ABORT still upgrades a FLUSH). */
-static void end_conn(struct mcq_peer *p, enum mcq_close_how how)
+/* The end of a FLUSH close that starts now: the connection's linger time from now. */
+static uint64_t linger_deadline(const struct mcq_peer *p)
 {
-    if (how == MCQ_CLOSE_FLUSH && !p->conn_ending)
+    unsigned ms = p->cfg->conn.linger_ms ? p->cfg->conn.linger_ms : MCQ_CONN_LINGER_MS_DEFAULT;
+    return mcq_shard_now_ns(p->sh) + (uint64_t)ms * NS_PER_MS;
+}
+
+/* Closes the current connection on our side (once; a later ABORT still upgrades a FLUSH):
+ * flushing until flush_until (shard clock), or with 0 dropping what is queued. */
+static void end_conn(struct mcq_peer *p, uint64_t flush_until)
+{
+    if (flush_until && !p->conn_ending)
         flush_ctl(p);
     p->conn_ending = true;
     p->lingering = false;
-    mcq_conn_close(p->conn, how);
+    mcq_conn_close_by(p->conn, flush_until);
 }
 
 /* Ends the current connection because of rc (logged once), dropping queued output. */
@@ -331,7 +340,7 @@ static void fail(struct mcq_peer *p, int rc)
         p->refused = true;
     p->fail_reason = rc;
     /* A refused authentication still owes the client its ERROR command. */
-    end_conn(p, rc == -EACCES ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
+    end_conn(p, rc == -EACCES ? linger_deadline(p) : 0);
 }
 
 /* Starts the session on a connection that just opened. */
@@ -623,7 +632,8 @@ static void peer_on_writable(struct mcq_conn *c, void *user)
     flush_ctl(p);
     drain(p);
     if (p->lingering && !p->q_head && !p->conn_ending) {
-        end_conn(p, MCQ_CLOSE_FLUSH);
+        /* The connection gets what is left of the peer's linger, not a linger of its own. */
+        end_conn(p, p->linger_until);
         return;
     }
     if (p->want_writable && !p->conn_ending && !p->closing && at_low_water(p)) {
@@ -697,7 +707,7 @@ static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
     if (p->lingering) {
         mcq_log_warn("peer %s: linger time over with %u messages unsent; dropping them", p->address,
                      p->q_msgs);
-        end_conn(p, MCQ_CLOSE_ABORT);
+        end_conn(p, 0);
         return;
     }
     if (p->conn_ending || !p->opened)
@@ -834,11 +844,14 @@ bool mcq_peer_writable(const struct mcq_peer *p)
            below(p->q_msgs, p->cfg->sndhwm) && below(p->q_bytes, p->cfg->sndhwm_bytes);
 }
 
-int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m)
+/* mcq_peer_send; over_hwm: the queue takes m past the high-water marks. */
+static int peer_send(struct mcq_peer *p, struct mcq_msg *m, bool over_hwm)
 {
     if (p->closing || (p->conn && p->conn_ending && !p->endpoint))
         return -ENOTCONN;
-    if (!mcq_peer_writable(p)) {
+    if (over_hwm && (!p->ready || !p->conn || p->conn_ending))
+        return -ENOTCONN;
+    if (!over_hwm && !mcq_peer_writable(p)) {
         p->want_writable = true;
         return -EAGAIN;
     }
@@ -866,6 +879,16 @@ int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m)
     return 0;
 }
 
+int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m)
+{
+    return peer_send(p, m, false);
+}
+
+int mcq_peer_send_accepted(struct mcq_peer *p, struct mcq_msg *m)
+{
+    return peer_send(p, m, true);
+}
+
 int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t *topic, size_t len)
 {
     if (!p->ready || !p->conn || p->conn_ending)
@@ -882,27 +905,32 @@ int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t
 
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how)
 {
+    mcq_peer_close_by(p, how == MCQ_CLOSE_FLUSH ? linger_deadline(p) : 0);
+}
+
+void mcq_peer_close_by(struct mcq_peer *p, uint64_t deadline_ns)
+{
     if (p->in_closed) {
         p->closing = true;
         return;
     }
-    if (p->lingering && how == MCQ_CLOSE_FLUSH)
+    if (p->lingering && deadline_ns)
         return;
     p->closing = true;
     if (p->conn) {
-        if (how == MCQ_CLOSE_FLUSH && p->ready && !p->conn_ending) {
+        if (deadline_ns && p->ready && !p->conn_ending) {
             flush_ctl(p);
             drain(p);
             if (p->q_head && !p->conn_ending) {
-                /* The rest goes to the connection as it drains, within the linger time. */
-                unsigned ms =
-                    p->cfg->conn.linger_ms ? p->cfg->conn.linger_ms : MCQ_CONN_LINGER_MS_DEFAULT;
+                /* The rest goes to the connection as it drains, before the deadline. */
+                uint64_t now = mcq_shard_now_ns(p->sh);
                 p->lingering = true;
-                mcq_timer_start(p->sh, &p->timer, (uint64_t)ms * NS_PER_MS, 0);
+                p->linger_until = deadline_ns;
+                mcq_timer_start(p->sh, &p->timer, deadline_ns > now ? deadline_ns - now : 0, 0);
                 return;
             }
         }
-        end_conn(p, how);
+        end_conn(p, deadline_ns);
         return;
     }
     if (!p->closed_pending) {

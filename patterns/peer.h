@@ -73,6 +73,10 @@ int mcq_peer_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
 /* Queues m (all frames, atomically) for sending; takes m on success. 0, -EAGAIN at the
  * send high-water mark or when not ready (writable() follows), -ENOTCONN when closed. */
 int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m);
+/* Like mcq_peer_send, past the high-water marks: for messages the owner accepted earlier
+ * and must not drop now (a backlog flushed at close). Takes m on 0; -ENOTCONN (not ready,
+ * closing) or -ENOMEM, and the caller keeps m. */
+int mcq_peer_send_accepted(struct mcq_peer *p, struct mcq_msg *m);
 /* Whether mcq_peer_send would take a message now. */
 bool mcq_peer_writable(const struct mcq_peer *p);
 /* Queues a subscription or cancel to the peer (SUB/XSUB side), in the form the peer's
@@ -81,6 +85,10 @@ int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t
                                size_t len);
 /* Stops reconnecting and closes (FLUSH within linger, or ABORT); closed() follows. */
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how);
+/* A FLUSH close that ends by deadline_ns (mcq_shard_now_ns's clock) in all: the queue
+ * reaching the connection and the connection's own flush share that one bound (libzmq's
+ * LINGER bounds the whole close). 0 is an ABORT. Otherwise as mcq_peer_close. */
+void mcq_peer_close_by(struct mcq_peer *p, uint64_t deadline_ns);
 
 /* Receive-side backpressure (RCVHWM): stops delivering this peer's messages at once, also
  * the rest of the input being processed, so the sender feels TCP backpressure. Resume

@@ -14,6 +14,7 @@
 static void proto_shard_destroy(struct mcq_proto_shard *ps)
 {
     mcq_shard_remove_stop_hook(ps->sh, &ps->stop);
+    mcq_shard_remove_drain_hook(ps->sh, &ps->drain);
     mcq_view_unref(&ps->empty);
     mcq_view_unref(&ps->scratch);
     mcq_arena_free(ps->arena, ps->batch);
@@ -31,14 +32,21 @@ void mcq_proto_shard_settle(struct mcq_proto_shard *ps)
         proto_shard_destroy(ps);
 }
 
+/* First stage of a stop: sockets close gracefully, holding the shard until they are done. */
+static void proto_shard_drain(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    (void)sh;
+    struct mcq_proto_shard *ps = container_of(h, struct mcq_proto_shard, drain);
+    if (ps->sockets_stop)
+        ps->sockets_stop(ps);
+}
+
 static void proto_shard_stop(struct mcq_shard *sh, struct mcq_stop_hook *h)
 {
     (void)sh;
     struct mcq_proto_shard *ps = container_of(h, struct mcq_proto_shard, stop);
     ps->stopping = true;
     ps->holds++;
-    if (ps->sockets_stop)
-        ps->sockets_stop(ps);
     if (ps->peers_stop)
         ps->peers_stop(ps);
     ps->holds--;
@@ -60,6 +68,7 @@ struct mcq_proto_shard *mcq_proto_shard_get(struct mcq_shard *sh)
     ps->sh = sh;
     ps->arena = a;
     ps->stop.run = proto_shard_stop;
+    ps->drain.run = proto_shard_drain;
     if (mcq_slab_init(&ps->msgs, a, sizeof(struct mcq_msg)) < 0 ||
         mcq_page_alloc(a, EMPTY_PAGE_BYTES, &ps->empty) < 0) {
         mcq_arena_free(a, ps);
@@ -67,6 +76,7 @@ struct mcq_proto_shard *mcq_proto_shard_get(struct mcq_shard *sh)
     }
     mcq_shard_set_slot(sh, MCQ_SLOT_PROTO, ps);
     mcq_shard_add_stop_hook(sh, &ps->stop);
+    mcq_shard_add_drain_hook(sh, &ps->drain);
     return ps;
 }
 

@@ -1,7 +1,8 @@
 /* Per-shard state of patterns/, hung on mcq_shard_slot(sh, MCQ_SLOT_PROTO): the message slab,
  * the peer slab and list, and room for the socket layer's own per-shard state. Created on
- * first use on the shard; at runtime stop it closes what is left and goes away once the last
- * message, peer and hold are gone, before the shard's arena is destroyed.
+ * first use on the shard; at runtime stop it closes what is left (sockets gracefully first,
+ * runtime/loop.h's drain stage) and goes away once the last message, peer and hold are gone,
+ * before the shard's arena is destroyed.
  *
  * Shard thread only. Fields are shared by msg.c, peer.c and socket.c (each touches its own). */
 #ifndef MCQ_PATTERNS_PROTO_SHARD_H
@@ -32,9 +33,9 @@ struct mcq_proto_shard {
     uint32_t batch_cap;
     unsigned holds; /* other users keeping this state (mcq_proto_shard_hold) */
     bool stopping;  /* runtime stop began: destroyed once the counts reach zero */
-    struct mcq_stop_hook stop;
-    /* The socket layer's per-shard state and its stop step (run first at stop; may be
-     * NULL). It owns what `sockets` points to. */
+    struct mcq_stop_hook stop, drain;
+    /* The socket layer's per-shard state and its stop step (run in the shard's drain stage,
+     * before any other stop step; may be NULL). It owns what `sockets` points to. */
     void *sockets;
     void (*sockets_stop)(struct mcq_proto_shard *ps);
 };

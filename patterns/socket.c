@@ -15,6 +15,7 @@
 #define LB_MIN_CAP 8u   /* first size of the load-balancing ring */
 #define DIR_MIN_CAP 16u /* first size of a directory table */
 #define OWN_MIN_CAP 16u /* first number of own slots */
+#define NS_PER_MS 1000000ull
 
 /* --- small queues --------------------------------------------------------------------------- */
 
@@ -656,6 +657,19 @@ static void backlog_drain(struct mcq_pstate *ps)
     }
 }
 
+/* At close: the whole backlog goes into the peer's queue, past its high-water marks (these
+ * messages were accepted; the linger deadline bounds what happens to them next). */
+static void backlog_flush(struct mcq_pstate *ps)
+{
+    struct mcq_held *h;
+    while ((h = mcq_heldq_pop(&ps->backlog))) {
+        if (mcq_peer_send_accepted(ps->peer, h->m) < 0)
+            mcq_msg_free(h->m);
+        handed_over(ps, h->from, false);
+        free(h);
+    }
+}
+
 void mcq_pstate_req_done(struct mcq_pstate *ps)
 {
     ps->req_from = -1;
@@ -1073,11 +1087,6 @@ static void peer_closed(struct mcq_peer *p, int reason)
         return;
     if (ps->up)
         peer_gone(ps, reason);
-    if (ps->close_drain) {
-        /* Its backlog went with the connection: stop it reconnecting. */
-        ps->close_drain = false;
-        mcq_peer_close(p, MCQ_CLOSE_ABORT);
-    }
     if (!mcq_peer_reconnecting(p))
         pstate_free(ps);
 }
@@ -1108,11 +1117,6 @@ static void peer_writable(struct mcq_peer *p)
 {
     struct mcq_pstate *ps = mcq_peer_get_data(p);
     backlog_drain(ps);
-    if (ps->close_drain && !ps->backlog.head) {
-        ps->close_drain = false;
-        mcq_peer_close(p, MCQ_CLOSE_FLUSH);
-        return;
-    }
     mcq_part_fire_writable(ps->pt);
 }
 
@@ -1156,11 +1160,16 @@ static const struct mcq_peer_ops peer_ops = {
  * Two phases. First each partition stops taking sends and tells every other shard so
  * (`quiet`, behind its earlier data on the same ring); a partition with every other shard's
  * quiet has all messages meant for its peers, in their queues or backlogs. Then it closes:
- * its peers take their backlogs and flush (LINGER -1 waits for the backlog too), and once
- * the last is gone it sends a fence to every shard (itself included) and never sends
- * anything for this socket again. Rings are FIFO per pair of shards, so a partition that
- * has every shard's fence can get nothing more: it is done, and when all are done the
- * socket's memory may go. A runtime stop closes partitions at once, skipping the quiets. */
+ * its peers take their backlogs and flush, and once the last is gone it sends a fence to
+ * every shard (itself included) and never sends anything for this socket again. Rings are
+ * FIFO per pair of shards, so a partition that has every shard's fence can get nothing more:
+ * it is done, and when all are done the socket's memory may go.
+ *
+ * LINGER is one bound on the whole close, as in libzmq: it starts when the partition goes
+ * quiet, and a peer's queue reaching its connection and the connection's flush share it.
+ * A runtime stop runs the same close on every socket still open (the shards' drain stage,
+ * runtime/loop.h), and from its first phase to its fences a partition holds its shard in
+ * that stage, so a stop that comes in the middle of a close lets it finish. */
 
 static void task_fence(struct mcq_shard *sh, void *arg)
 {
@@ -1168,6 +1177,7 @@ static void task_fence(struct mcq_shard *sh, void *arg)
     struct mcq_part *pt = part_here(s, sh);
     if (++pt->fences < s->n)
         return;
+    mcq_shard_stop_release(sh);
     mcq_proto_shard_release(pt->proto);
     pt->proto = NULL;
     pthread_mutex_lock(&s->lock);
@@ -1188,10 +1198,19 @@ static void maybe_fence(struct mcq_part *pt)
     }
 }
 
-/* The shard's open partitions, for the runtime-stop step (proto_shard.h `sockets`). */
+/* The shard's partitions not yet closing, for the runtime-stop step (proto_shard.h
+ * `sockets`). */
 struct shard_parts {
     struct mcq_part *head;
+    bool stopping; /* the runtime stops: freed once the last partition left */
 };
+
+static void shard_parts_free(struct mcq_proto_shard *proto)
+{
+    free(proto->sockets);
+    proto->sockets = NULL;
+    proto->sockets_stop = NULL;
+}
 
 static void shard_unlink(struct mcq_part *pt)
 {
@@ -1205,6 +1224,8 @@ static void shard_unlink(struct mcq_part *pt)
     if (pt->shard_next)
         pt->shard_next->shard_prev = pt->shard_prev;
     pt->shard_next = pt->shard_prev = NULL;
+    if (sp->stopping && !sp->head)
+        shard_parts_free(pt->proto);
 }
 
 static void part_close(struct mcq_part *pt)
@@ -1224,14 +1245,14 @@ static void part_close(struct mcq_part *pt)
         if (ps->closing)
             continue;
         ps->closing = true;
-        bool flush = ps->cfg->linger != 0;
-        if (flush)
-            backlog_drain(ps);
-        if (flush && ps->cfg->linger < 0 && ps->backlog.head) {
-            ps->close_drain = true;
+        if (ps->cfg->linger == 0) {
+            mcq_peer_close(ps->peer, MCQ_CLOSE_ABORT);
             continue;
         }
-        mcq_peer_close(ps->peer, flush ? MCQ_CLOSE_FLUSH : MCQ_CLOSE_ABORT);
+        backlog_flush(ps);
+        /* LINGER -1 is the connection's linger of a day, like any other bound. */
+        mcq_peer_close_by(ps->peer,
+                          pt->quiet_ns + (uint64_t)ps->cfg->pcfg.conn.linger_ms * NS_PER_MS);
     }
     maybe_fence(pt);
 }
@@ -1256,6 +1277,8 @@ static void part_quiet(struct mcq_part *pt)
     if (pt->closing || pt->quiet)
         return;
     pt->quiet = true;
+    pt->quiet_ns = mcq_shard_now_ns(pt->sh);
+    mcq_shard_stop_hold(pt->sh);
     for (unsigned to = 0; to < pt->s->n; to++) {
         if (to == pt->id)
             continue;
@@ -1266,15 +1289,20 @@ static void part_quiet(struct mcq_part *pt)
     maybe_close(pt);
 }
 
-/* Runtime stop, before peer.c ends the peers: close every partition of this shard. */
+/* Runtime stop (the drain stage): close every socket still open on this shard the way
+ * mcq_socket_close does; each partition leaves the list as its second phase begins. */
 static void shard_sockets_stop(struct mcq_proto_shard *proto)
 {
     struct shard_parts *sp = proto->sockets;
-    while (sp->head)
-        part_close(sp->head);
-    free(sp);
-    proto->sockets = NULL;
-    proto->sockets_stop = NULL;
+    sp->stopping = true;
+    if (!sp->head) {
+        shard_parts_free(proto);
+        return;
+    }
+    for (struct mcq_part *pt = sp->head, *next; pt; pt = next) {
+        next = pt->shard_next;
+        part_quiet(pt);
+    }
 }
 
 static void task_close(struct mcq_shard *sh, void *arg)
@@ -1304,7 +1332,8 @@ static void task_attach(struct mcq_shard *sh, void *arg)
     struct mcq_socket *s = arg;
     struct mcq_part *pt = part_here(s, sh);
     pt->sh = sh;
-    struct mcq_proto_shard *proto = mcq_proto_shard_get(sh);
+    /* A stopping shard already closed its sockets: a new partition would never close. */
+    struct mcq_proto_shard *proto = mcq_shard_stopping(sh) ? NULL : mcq_proto_shard_get(sh);
     if (proto && !proto->sockets) {
         proto->sockets = calloc(1, sizeof(struct shard_parts));
         proto->sockets_stop = proto->sockets ? shard_sockets_stop : NULL;
@@ -1332,7 +1361,12 @@ static void task_detach(struct mcq_shard *sh, void *arg)
         mcq_proto_shard_release(pt->proto);
         pt->proto = NULL;
     }
+    /* A stop began closing it before the create failed: that close can never finish (some
+     * partition never attached), so it must not hold the shard; its quiets are in flight. */
+    if (pt->quiet)
+        mcq_shard_stop_release(sh);
     pthread_mutex_lock(&s->lock);
+    s->detached_quiet |= pt->quiet;
     s->detached++;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
@@ -1469,13 +1503,14 @@ int mcq_socket_create(struct mcq_runtime *rt, enum mcq_socket_type type,
         pthread_mutex_lock(&s->lock);
         while (s->detached < detaching)
             pthread_cond_wait(&s->cond, &s->lock);
+        bool in_flight = s->detached_quiet;
         pthread_mutex_unlock(&s->lock);
-        if (detaching == posted)
+        if (detaching == posted && !in_flight)
             socket_free(s);
         else
             mcq_log_error("socket: create failed half-way; its memory is left to the process "
                           "rather than freed under a shard");
-        return -ENOMEM;
+        return mcq_runtime_stopping(rt) ? -ESHUTDOWN : -ENOMEM;
     }
     mcq_runtime_add_cleanup(rt, &s->cleanup);
     *out = s;
@@ -1486,7 +1521,7 @@ static void on_accept(struct mcq_peer_listener *l, struct mcq_conn *c)
 {
     struct mcq_bound *b = (struct mcq_bound *)l;
     struct mcq_part *pt = part_here(b->s, mcq_conn_shard(c));
-    if (pt->closing) {
+    if (pt->closing || pt->quiet) {
         mcq_conn_close(c, MCQ_CLOSE_ABORT);
         return;
     }
@@ -1542,7 +1577,7 @@ static void task_connect(struct mcq_shard *sh, void *arg)
 {
     struct mcq_connect_req *cr = arg;
     struct mcq_part *pt = part_here(cr->s, sh);
-    if (pt->closing)
+    if (pt->closing || pt->quiet)
         return;
     struct mcq_pstate *ps = pstate_new(pt, cr->cfg);
     if (!ps) {

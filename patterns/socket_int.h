@@ -29,10 +29,11 @@
  * - Cross-shard records (a message's exports, control events) live in small pages of the
  *   sender's arena and go home through the remote-free path: no allocator call per send.
  * - Closing: each partition stops sending and tells every other shard (quiet); with every
- *   shard's quiet in, nothing more can come for its peers, so it flushes and closes them,
- *   then sends a fence to every shard; a partition with all fences in can receive nothing
- *   more for the socket (rings are FIFO), and the socket's memory goes when every
- *   partition is done. */
+ *   shard's quiet in, nothing more can come for its peers, so it flushes and closes them
+ *   (within LINGER from going quiet), then sends a fence to every shard; a partition with
+ *   all fences in can receive nothing more for the socket (rings are FIFO), and the
+ *   socket's memory goes when every partition is done. A runtime stop closes open sockets
+ *   the same way; a closing partition keeps its shard from ending the stop until done. */
 #ifndef MCQ_PATTERNS_SOCKET_INT_H
 #define MCQ_PATTERNS_SOCKET_INT_H
 
@@ -146,7 +147,6 @@ struct mcq_pstate {
     struct mcq_peer *peer;
     const struct mcq_cfgsnap *cfg;
     bool closing;       /* we closed it (mcq_peer_close): do not close it again */
-    bool close_drain;   /* closing, LINGER -1: mcq_peer_close once the backlog is in */
     bool up;            /* between ready() and closed() */
     bool refused;       /* lost a routing-id (or PAIR) claim: its input is dropped */
     bool claim_pending; /* its id claim is unanswered: input waits in inq */
@@ -169,6 +169,7 @@ struct mcq_part {
     struct mcq_shard *sh;
     unsigned id;
     bool quiet, closing, fenced;              /* close protocol phases, in this order */
+    uint64_t quiet_ns;                        /* when it went quiet: LINGER counts from here */
     unsigned quiets;                          /* other shards' quiet events received */
     unsigned fences;                          /* fence events received (close protocol) */
     unsigned live;                            /* local pstates not yet freed */
@@ -216,6 +217,7 @@ struct mcq_socket {
     struct mcq_connect_req *connects;
     _Atomic unsigned rr;
     unsigned attach_ran, attached, detached, done, closes_ran; /* under lock */
+    bool detached_quiet; /* under lock: a failed create's partition had begun closing */
     struct mcq_runtime_cleanup cleanup;
     struct mcq_part *parts[];
 };

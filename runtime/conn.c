@@ -147,7 +147,7 @@ static void vq_release(struct mcq_arena *a, struct view_queue *q)
 static void shard_turn(struct mcq_shard *sh, struct mcq_deferred *d);
 static void shard_stop(struct mcq_shard *sh, struct mcq_stop_hook *h);
 static void shard_retry(struct mcq_shard *sh, struct mcq_timer *t);
-static void conn_end(struct mcq_conn *c, int reason, bool flush);
+static void conn_end(struct mcq_conn *c, int reason, uint64_t flush_until);
 static void conn_arm_recv(struct mcq_conn *c);
 static void conn_maybe_free(struct mcq_conn *c);
 static void conn_settle(struct mcq_conn *c);
@@ -240,7 +240,7 @@ static void shard_stop(struct mcq_shard *sh, struct mcq_stop_hook *h)
     m->stopping = true;
     mcq_listener_shard_stop(m);
     for (struct mcq_conn *c = m->conns; c; c = c->next)
-        conn_end(c, -ECANCELED, false);
+        conn_end(c, -ECANCELED, 0);
     mcq_conn_shard_settle(m);
 }
 
@@ -481,11 +481,19 @@ static void conn_stop_recv(struct mcq_conn *c)
         c->rx_cancel_inflight = true;
 }
 
+/* The end of a flush that starts now and lasts linger_ms. */
+static uint64_t linger_deadline(const struct mcq_conn *c)
+{
+    return mcq_shard_now_ns(c->m->sh) + (uint64_t)c->linger_ms * NS_PER_MS;
+}
+
 /* Moves the connection to CLOSING (once): schedules on_close, drops held input, and either
- * flushes the queue first (bounded by linger) or cancels everything now. */
-static void conn_end(struct mcq_conn *c, int reason, bool flush)
+ * flushes the queue first, until flush_until (shard clock), or with flush_until 0 cancels
+ * everything now. */
+static void conn_end(struct mcq_conn *c, int reason, uint64_t flush_until)
 {
     struct mcq_shard *sh = c->m->sh;
+    bool flush = flush_until != 0;
     if (c->state == CONN_CLOSING) {
         if (!flush && c->lingering) {
             if (c->close_owed)
@@ -501,8 +509,9 @@ static void conn_end(struct mcq_conn *c, int reason, bool flush)
     vq_release(c->m->arena, &c->held);
     mcq_timer_stop(sh, &c->timer);
     if (flush && c->out.len > 0 && !c->shut_done) {
+        uint64_t now = mcq_shard_now_ns(sh);
         c->lingering = true;
-        mcq_timer_start(sh, &c->timer, (uint64_t)c->linger_ms * NS_PER_MS, 0);
+        mcq_timer_start(sh, &c->timer, flush_until > now ? flush_until - now : 0, 0);
         conn_stop_recv(c);
         return;
     }
@@ -514,7 +523,7 @@ static void conn_timer(struct mcq_shard *sh, struct mcq_timer *t)
     (void)sh;
     struct mcq_conn *c = t->arg;
     if (c->state == CONN_CONNECTING)
-        conn_end(c, -ETIMEDOUT, false);
+        conn_end(c, -ETIMEDOUT, 0);
     else if (c->lingering)
         conn_finish(c);
     conn_settle(c);
@@ -529,7 +538,7 @@ static void conn_arm_recv(struct mcq_conn *c)
         return;
     struct io_uring_sqe *sqe = mcq_shard_sqe(c->m->sh, &c->recv_op);
     if (!sqe) {
-        conn_end(c, -EIO, false);
+        conn_end(c, -EIO, 0);
         return;
     }
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -578,7 +587,7 @@ static void conn_recv_done(struct mcq_shard *sh, struct mcq_op *op, const struct
         } else if (c->paused || c->held.len > 0) {
             if (vq_push(m->arena, &c->held, &v) < 0) {
                 mcq_view_unref(&v);
-                conn_end(c, -ENOMEM, false);
+                conn_end(c, -ENOMEM, 0);
             }
         } else {
             conn_deliver(c, &v);
@@ -590,11 +599,11 @@ static void conn_recv_done(struct mcq_shard *sh, struct mcq_op *op, const struct
         else if (cqe->res == -ENOBUFS)
             mcq_log_debug("fd %d: receive buffers ran out; re-arming after the refill", c->fd);
         else if (cqe->res != -ENOBUFS && cqe->res != -ECANCELED && c->state == CONN_OPEN)
-            conn_end(c, cqe->res, false);
+            conn_end(c, cqe->res, 0);
     }
     if (final && c->state == CONN_OPEN) {
         if (c->rx_eof && c->held.len == 0)
-            conn_end(c, 0, true);
+            conn_end(c, 0, linger_deadline(c));
         else
             conn_want_recv(c);
     }
@@ -622,7 +631,7 @@ static void conn_deliver_held(struct mcq_conn *c)
         conn_deliver(c, &v);
     }
     if (c->state == CONN_OPEN && c->rx_eof && c->held.len == 0 && !c->recv_inflight)
-        conn_end(c, 0, true);
+        conn_end(c, 0, linger_deadline(c));
 }
 
 /* --- send ---------------------------------------------------------------------------------- */
@@ -640,14 +649,14 @@ static void conn_flush(struct mcq_conn *c)
         if (c->shut_requested && c->state == CONN_OPEN) {
             c->shut_done = true;
             if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN)
-                conn_end(c, -errno, false);
+                conn_end(c, -errno, 0);
         }
         return;
     }
     if (!c->iov) {
         c->iov = mcq_arena_alloc(c->m->arena, SEND_IOV_MAX * sizeof(*c->iov), 0);
         if (!c->iov) {
-            conn_end(c, -ENOMEM, false);
+            conn_end(c, -ENOMEM, 0);
             return;
         }
     }
@@ -660,7 +669,7 @@ static void conn_flush(struct mcq_conn *c)
     c->msg = (struct msghdr){.msg_iov = c->iov, .msg_iovlen = n};
     struct io_uring_sqe *sqe = mcq_shard_sqe(c->m->sh, &c->send_op);
     if (!sqe) {
-        conn_end(c, -EIO, false);
+        conn_end(c, -EIO, 0);
         return;
     }
     io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
@@ -696,7 +705,7 @@ static void conn_send_done(struct mcq_shard *sh, struct mcq_op *op, const struct
         if (c->state == CONN_CLOSING)
             conn_finish(c);
         else
-            conn_end(c, cqe->res == 0 ? -EPIPE : cqe->res, false);
+            conn_end(c, cqe->res == 0 ? -EPIPE : cqe->res, 0);
     }
     if (c->state == CONN_OPEN || c->lingering) {
         if (c->out.len > 0 || c->shut_requested)
@@ -783,7 +792,7 @@ static void conn_connect_done(struct mcq_shard *sh, struct mcq_op *op,
         if (cqe->res == 0)
             conn_opened(c);
         else
-            conn_end(c, cqe->res, false);
+            conn_end(c, cqe->res, 0);
     }
     conn_settle(c);
 }
@@ -946,7 +955,12 @@ int mcq_conn_shutdown(struct mcq_conn *c)
 
 void mcq_conn_close(struct mcq_conn *c, enum mcq_close_how how)
 {
-    conn_end(c, 0, how == MCQ_CLOSE_FLUSH);
+    mcq_conn_close_by(c, how == MCQ_CLOSE_FLUSH ? linger_deadline(c) : 0);
+}
+
+void mcq_conn_close_by(struct mcq_conn *c, uint64_t deadline_ns)
+{
+    conn_end(c, 0, deadline_ns);
     /* The owner hears of the end once its bytes are out (or the linger ran out), so whoever
      * waits for its on_close (a closing socket, and runtime stop after it) waits for them. */
     if (c->lingering && c->notify_close) {

@@ -132,6 +132,11 @@ enum mcq_close_how {
  * completed. A second call only upgrades FLUSH to ABORT. */
 void mcq_conn_close(struct mcq_conn *c, enum mcq_close_how how);
 
+/* A FLUSH close that ends at deadline_ns (mcq_shard_now_ns's clock; past: one last send
+ * attempt) instead of linger_ms from now, so a layer that already spent part of its linger
+ * budget does not start a second one; 0 is an ABORT. Otherwise as mcq_conn_close. */
+void mcq_conn_close_by(struct mcq_conn *c, uint64_t deadline_ns);
+
 void *mcq_conn_user(const struct mcq_conn *c);
 void mcq_conn_set_user(struct mcq_conn *c, void *user);
 struct mcq_shard *mcq_conn_shard(const struct mcq_conn *c);

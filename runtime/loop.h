@@ -37,14 +37,25 @@ struct mcq_deferred {
 void mcq_shard_defer(struct mcq_shard *sh, struct mcq_deferred *d);
 void mcq_shard_undefer(struct mcq_shard *sh, struct mcq_deferred *d);
 
-/* Hook run on the shard when the runtime stops: close listeners and connections, cancel
- * their operations. The loop keeps reaping until every op in flight has finished. */
+/* A shard stops in two stages. Drain hooks run first, when the runtime begins stopping: a
+ * module that ends gracefully over several turns (a socket flushing within its LINGER)
+ * starts that there and keeps the shard with mcq_shard_stop_hold. Once no hold is left, the
+ * stop hooks run: close listeners and connections, cancel their operations. The loop keeps
+ * reaping until every op in flight has finished. Hooks run newest first. */
 struct mcq_stop_hook {
     void (*run)(struct mcq_shard *sh, struct mcq_stop_hook *h);
     struct mcq_stop_hook *_next;
 };
 void mcq_shard_add_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h);
 void mcq_shard_remove_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h);
+void mcq_shard_add_drain_hook(struct mcq_shard *sh, struct mcq_stop_hook *h);
+void mcq_shard_remove_drain_hook(struct mcq_shard *sh, struct mcq_stop_hook *h);
+
+/* Keeps a stopping shard in its drain stage (looping, its connections open, its stop hooks
+ * not yet run) until the matching release; taken and released any time, counted. Work that
+ * holds must end by itself in bounded time, or the runtime's stop waits for it. */
+void mcq_shard_stop_hold(struct mcq_shard *sh);
+void mcq_shard_stop_release(struct mcq_shard *sh);
 
 /* True once the runtime began stopping: modules refuse new connections. */
 bool mcq_shard_stopping(const struct mcq_shard *sh);

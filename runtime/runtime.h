@@ -31,14 +31,17 @@ struct mcq_config mcq_config_default(void);
 int mcq_runtime_create(const struct mcq_config *cfg, struct mcq_runtime **out);
 
 /* Blocks until SIGINT/SIGTERM arrives or mcq_runtime_stop() is called, then stops every
- * shard cleanly (every SQE reaped, every page back with its owner) and returns 0. Call from
- * the thread that created the runtime. */
+ * shard cleanly and returns 0: first the layers above end gracefully (sockets still open
+ * flush within their LINGER, runtime/loop.h's drain stage), then every connection closes,
+ * every SQE is reaped and every page goes back to its owner. Call from the thread that
+ * created the runtime. */
 int mcq_runtime_run(struct mcq_runtime *rt);
 
 /* Asks the runtime to stop; returns at once. Any thread, shard callbacks included. */
 void mcq_runtime_stop(struct mcq_runtime *rt);
 
-/* Stops the shards if still running and frees everything. Non-shard thread. */
+/* Stops the shards as mcq_runtime_run does if still running (so it may block for the
+ * sockets' LINGER) and frees everything. Non-shard thread. */
 void mcq_runtime_destroy(struct mcq_runtime *rt);
 
 /* True once the shards began stopping (mcq_runtime_run acting on mcq_runtime_stop or a

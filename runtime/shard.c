@@ -231,20 +231,60 @@ static unsigned run_deferred(struct mcq_shard *sh)
     return n;
 }
 
-void mcq_shard_add_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+static void hook_add(struct mcq_stop_hook **list, struct mcq_stop_hook *h)
 {
-    h->_next = sh->stop_hooks;
-    sh->stop_hooks = h;
+    h->_next = *list;
+    *list = h;
 }
 
-void mcq_shard_remove_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+static void hook_remove(struct mcq_stop_hook **list, struct mcq_stop_hook *h)
 {
-    for (struct mcq_stop_hook **p = &sh->stop_hooks; *p; p = &(*p)->_next) {
+    for (struct mcq_stop_hook **p = list; *p; p = &(*p)->_next) {
         if (*p == h) {
             *p = h->_next;
             return;
         }
     }
+}
+
+/* Hooks may remove themselves: take each next pointer before running. */
+static void hooks_run(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    while (h) {
+        struct mcq_stop_hook *next = h->_next;
+        h->run(sh, h);
+        h = next;
+    }
+}
+
+void mcq_shard_add_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    hook_add(&sh->stop_hooks, h);
+}
+
+void mcq_shard_remove_stop_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    hook_remove(&sh->stop_hooks, h);
+}
+
+void mcq_shard_add_drain_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    hook_add(&sh->drain_hooks, h);
+}
+
+void mcq_shard_remove_drain_hook(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    hook_remove(&sh->drain_hooks, h);
+}
+
+void mcq_shard_stop_hold(struct mcq_shard *sh)
+{
+    sh->stop_holds++;
+}
+
+void mcq_shard_stop_release(struct mcq_shard *sh)
+{
+    sh->stop_holds--;
 }
 
 /* --- posts from non-shard threads ------------------------------------------------------ */
@@ -256,7 +296,7 @@ static void post_read_done(struct mcq_shard *sh, struct mcq_op *op, const struct
     (void)op;
     if (cqe->res < 0 && cqe->res != -ECANCELED)
         mcq_log_error("post eventfd read failed: %s", strerror(-cqe->res));
-    if (!sh->stopping)
+    if (!sh->stop_final)
         arm_post_read(sh);
 }
 
@@ -386,16 +426,12 @@ static bool doorbell_pending(struct mcq_shard *sh)
     return false;
 }
 
-static void begin_stop(struct mcq_shard *sh)
+/* The second stage of a stop, once the drain stage has no hold left. Posts keep waking the
+ * shard until here: a graceful close may take a while and still be asked things. */
+static void finish_stop(struct mcq_shard *sh)
 {
-    sh->stopping = true;
-    /* Hooks may remove themselves; take the list first. */
-    struct mcq_stop_hook *h = sh->stop_hooks;
-    while (h) {
-        struct mcq_stop_hook *next = h->_next;
-        h->run(sh, h);
-        h = next;
-    }
+    sh->stop_final = true;
+    hooks_run(sh, sh->stop_hooks);
     struct io_uring_sqe *sqe = get_sqe(sh);
     if (sqe) {
         io_uring_prep_cancel(sqe, &sh->post_op, 0);
@@ -429,11 +465,17 @@ static void sleep_until_event(struct mcq_shard *sh)
     atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
 }
 
+/* The drain stage of a stop is over: the stop hooks may run. */
+static bool stop_drained(const struct mcq_shard *sh)
+{
+    return sh->stopping && !sh->stop_final && sh->stop_holds == 0;
+}
+
 /* Stopped shards may leave entries parked towards other shards (whose threads may be gone
  * already): the final drain delivers those after every thread has joined. */
 static bool quiescent(struct mcq_shard *sh)
 {
-    return sh->stopping && sh->inflight == 0 && !sh->deferred && !sh->parked[sh->id].len;
+    return sh->stop_final && sh->inflight == 0 && !sh->deferred && !sh->parked[sh->id].len;
 }
 
 static void shard_loop(struct mcq_shard *sh)
@@ -444,8 +486,12 @@ static void shard_loop(struct mcq_shard *sh)
     for (;;) {
         sh->now_ns = monotonic_ns();
         MCQ_STAT_ADD(sh, turns, 1);
-        if (!sh->stopping && atomic_load_explicit(&rt->stop_requested, memory_order_acquire))
-            begin_stop(sh);
+        if (!sh->stopping && atomic_load_explicit(&rt->stop_requested, memory_order_acquire)) {
+            sh->stopping = true;
+            hooks_run(sh, sh->drain_hooks);
+        }
+        if (stop_drained(sh))
+            finish_stop(sh);
         unsigned work = reap_cqes(sh);
         work += (unsigned)mcq_mesh_drain(sh, MESH_BUDGET);
         work += run_posts(sh);
@@ -454,7 +500,7 @@ static void shard_loop(struct mcq_shard *sh)
         mcq_mesh_flush(sh);
         if (quiescent(sh))
             break;
-        if (work) {
+        if (work || stop_drained(sh)) {
             io_uring_submit(&sh->ring);
             idle_since = sh->now_ns;
             continue;

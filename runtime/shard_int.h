@@ -46,11 +46,13 @@ struct mcq_shard {
     struct io_uring ring;
     int ring_fd;
     uint64_t now_ns;
-    unsigned inflight; /* ops whose final CQE has not arrived */
-    bool stopping;
-    bool exited; /* the thread left its loop; the final drain runs tasks on its behalf */
+    unsigned inflight;   /* ops whose final CQE has not arrived */
+    bool stopping;       /* the runtime began stopping: drain hooks ran */
+    bool stop_final;     /* no stop hold was left: stop hooks ran */
+    unsigned stop_holds; /* mcq_shard_stop_hold minus releases */
+    bool exited;         /* the thread left its loop; the final drain runs tasks on its behalf */
     struct mcq_deferred *deferred;
-    struct mcq_stop_hook *stop_hooks;
+    struct mcq_stop_hook *stop_hooks, *drain_hooks;
     void *slots[MCQ_SLOT_COUNT];
     struct mcq_arena *arena;
 

@@ -4,16 +4,6 @@
  * shard's messages in order: credits, backlogs and the peer directory under contention. */
 #include "socket_util.h"
 
-#if defined(__SANITIZE_THREAD__)
-/* libzmq is not instrumented: TSan cannot see its internal locking and reports its own
- * threads' allocations as races. The interop peer is not under test here. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void)
-{
-    return "called_from_lib:libzmq.so.5\n";
-}
-#endif
-
 #define PER_SHARD 3000u /* messages each shard sends */
 #define PULLS 3
 #define TINY_HWM 4

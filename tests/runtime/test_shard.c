@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "runtime/loop.h"
 #include "runtime/runtime.h"
 #include "wait_util.h"
 
@@ -95,6 +96,83 @@ Test(shard, run_returns_after_stop_from_a_shard_callback, .timeout = 60)
     cr_assert_eq(mcq_runtime_stats(rt, 0, &s), 0);
     cr_assert_gt(s.turns, 0);
     mcq_runtime_destroy(rt);
+}
+
+/* --- the two stages of a stop ------------------------------------------------------------ */
+
+#define STAGE_WAIT_S 10.0 /* bound for each step of the stop */
+
+static struct {
+    struct mcq_runtime *rt;
+    struct mcq_stop_hook drain, stop;
+    _Atomic unsigned seq, drained_at, released_at, stopped_at;
+    struct test_event draining, installed;
+} stage;
+
+static void stage_drain(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    (void)h;
+    mcq_shard_stop_hold(sh);
+    atomic_store(&stage.drained_at, atomic_fetch_add(&stage.seq, 1) + 1);
+    test_event_signal(&stage.draining);
+}
+
+static void stage_release(struct mcq_shard *sh, void *arg)
+{
+    (void)arg;
+    atomic_store(&stage.released_at, atomic_fetch_add(&stage.seq, 1) + 1);
+    mcq_shard_stop_release(sh);
+}
+
+static void stage_stop(struct mcq_shard *sh, struct mcq_stop_hook *h)
+{
+    (void)sh;
+    (void)h;
+    atomic_store(&stage.stopped_at, atomic_fetch_add(&stage.seq, 1) + 1);
+}
+
+static void stage_install(struct mcq_shard *sh, void *arg)
+{
+    (void)arg;
+    stage.drain.run = stage_drain;
+    stage.stop.run = stage_stop;
+    mcq_shard_add_drain_hook(sh, &stage.drain);
+    mcq_shard_add_stop_hook(sh, &stage.stop);
+    test_event_signal(&stage.installed);
+}
+
+/* Stands for a graceful close that other threads finish: a task posted once the shard is
+ * draining ends the hold. */
+static void *stage_releaser(void *arg)
+{
+    (void)arg;
+    if (test_event_wait(&stage.draining, 1, STAGE_WAIT_S))
+        mcq_runtime_post(stage.rt, 0, stage_release, NULL);
+    return NULL;
+}
+
+/* A stop runs the drain hooks, keeps the shard looping (posts still run) while a hold is
+ * taken, and runs the stop hooks only once it is released; run returns after that. */
+Test(shard, stop_hold_keeps_the_drain_stage, .timeout = 60)
+{
+    memset(&stage, 0, sizeof(stage));
+    test_event_init(&stage.draining);
+    test_event_init(&stage.installed);
+    struct mcq_config cfg = mcq_config_default();
+    cfg.shards = 2;
+    cfg.pin = false;
+    cr_assert_eq(mcq_runtime_create(&cfg, &stage.rt), 0);
+    cr_assert_eq(mcq_runtime_post(stage.rt, 0, stage_install, NULL), 0);
+    cr_assert(test_event_wait(&stage.installed, 1, STAGE_WAIT_S));
+    pthread_t releaser;
+    cr_assert_eq(pthread_create(&releaser, NULL, stage_releaser, NULL), 0);
+    mcq_runtime_stop(stage.rt);
+    cr_assert_eq(mcq_runtime_run(stage.rt), 0);
+    pthread_join(releaser, NULL);
+    mcq_runtime_destroy(stage.rt);
+    cr_assert_eq(atomic_load(&stage.drained_at), 1, "the drain hook did not run first");
+    cr_assert_eq(atomic_load(&stage.released_at), 2, "the post during the drain never ran");
+    cr_assert_eq(atomic_load(&stage.stopped_at), 3, "the stop hook did not wait for the hold");
 }
 
 static void *send_sigterm(void *arg)

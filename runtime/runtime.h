@@ -33,8 +33,9 @@ int mcq_runtime_create(const struct mcq_config *cfg, struct mcq_runtime **out);
 /* Blocks until SIGINT/SIGTERM arrives or mcq_runtime_stop() is called, then stops every
  * shard cleanly and returns 0: first the layers above end gracefully (sockets still open
  * flush within their LINGER, runtime/loop.h's drain stage), then every connection closes,
- * every SQE is reaped and every page goes back to its owner. Call from the thread that
- * created the runtime. */
+ * every SQE is reaped and every page goes back to its owner. A SIGINT/SIGTERM during the
+ * graceful stage ends it at once (lingering sockets drop what they have not sent). Call
+ * from the thread that created the runtime. */
 int mcq_runtime_run(struct mcq_runtime *rt);
 
 /* Asks the runtime to stop; returns at once. Any thread, shard callbacks included. */

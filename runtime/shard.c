@@ -468,7 +468,9 @@ static void sleep_until_event(struct mcq_shard *sh)
 /* The drain stage of a stop is over: the stop hooks may run. */
 static bool stop_drained(const struct mcq_shard *sh)
 {
-    return sh->stopping && !sh->stop_final && sh->stop_holds == 0;
+    return sh->stopping && !sh->stop_final &&
+           (sh->stop_holds == 0 ||
+            atomic_load_explicit(&sh->rt->stop_forced, memory_order_acquire));
 }
 
 /* Stopped shards may leave entries parked towards other shards (whose threads may be gone
@@ -638,6 +640,9 @@ static void *shard_main(void *arg)
     sh->exited = true;
     mcq_shard_set_current(NULL);
     mcq_log_detach_thread();
+    uint64_t one = 1;
+    if (write(rt->exit_fd, &one, sizeof(one)) < 0)
+        mcq_log_error("shard %u: exit eventfd write failed: %s", sh->id, strerror(errno));
     return NULL;
 }
 
@@ -673,16 +678,25 @@ static void shard_free(struct mcq_shard *sh)
     free(sh);
 }
 
-static void join_shards(struct mcq_runtime *rt, unsigned started)
+/* Wakes every started shard so it sees a stop request or a forced stop. */
+static void wake_shards(struct mcq_runtime *rt, unsigned started)
 {
-    atomic_store_explicit(&rt->stop_requested, 1, memory_order_release);
     for (unsigned i = 0; i < started; i++) {
-        struct mcq_shard *sh = rt->shards[i];
-        /* Wake a sleeping shard so it sees the stop request. */
         uint64_t one = 1;
-        if (write(sh->post_fd, &one, sizeof(one)) < 0)
+        if (write(rt->shards[i]->post_fd, &one, sizeof(one)) < 0)
             mcq_log_error("cannot wake shard %u: %s", i, strerror(errno));
     }
+}
+
+static void request_stop(struct mcq_runtime *rt, unsigned started)
+{
+    atomic_store_explicit(&rt->stop_requested, 1, memory_order_release);
+    wake_shards(rt, started);
+}
+
+static void join_shards(struct mcq_runtime *rt, unsigned started)
+{
+    request_stop(rt, started);
     for (unsigned i = 0; i < started; i++)
         pthread_join(rt->shards[i]->thread, NULL);
     rt->joined = true;
@@ -702,6 +716,8 @@ static void runtime_free(struct mcq_runtime *rt)
     }
     if (rt->stop_fd >= 0)
         close(rt->stop_fd);
+    if (rt->exit_fd >= 0)
+        close(rt->exit_fd);
     mcq_topology_free(rt->topo);
     pthread_mutex_destroy(&rt->start_lock);
     pthread_cond_destroy(&rt->start_cond);
@@ -730,7 +746,7 @@ int mcq_runtime_create(const struct mcq_config *cfg_in, struct mcq_runtime **out
         mcq_log_stop();
         return -ENOMEM;
     }
-    rt->stop_fd = -1;
+    rt->stop_fd = rt->exit_fd = -1;
     pthread_mutex_init(&rt->start_lock, NULL);
     pthread_cond_init(&rt->start_cond, NULL);
     pthread_mutex_init(&rt->cleanup_lock, NULL);
@@ -746,8 +762,9 @@ int mcq_runtime_create(const struct mcq_config *cfg_in, struct mcq_runtime **out
     rt->shards = calloc(rt->n, sizeof(*rt->shards));
     rt->mesh = calloc((size_t)rt->n * rt->n, sizeof(*rt->mesh));
     rt->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (!rt->shards || !rt->mesh || rt->stop_fd < 0) {
-        rc = rt->stop_fd < 0 ? -errno : -ENOMEM;
+    rt->exit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!rt->shards || !rt->mesh || rt->stop_fd < 0 || rt->exit_fd < 0) {
+        rc = rt->stop_fd < 0 || rt->exit_fd < 0 ? -errno : -ENOMEM;
         runtime_free(rt);
         return rc;
     }
@@ -827,6 +844,42 @@ static void stop_and_drain(struct mcq_runtime *rt)
     } while (ran);
 }
 
+/* Takes the signals off the pending set: restoring the caller's mask would otherwise
+ * deliver them with their default action (terminate) right after we handled them. Returns
+ * whether there was one. */
+static bool drain_signals(int sfd)
+{
+    struct signalfd_siginfo si;
+    bool any = false;
+    while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        any = true;
+    return any;
+}
+
+/* Until every shard left its loop; a signal meanwhile forces the stop. */
+static void wait_exits(struct mcq_runtime *rt, int sfd)
+{
+    uint64_t exited = 0;
+    struct pollfd pfd[2] = {{.fd = rt->exit_fd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+    while (exited < rt->n) {
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        uint64_t n;
+        if (pfd[0].revents && read(rt->exit_fd, &n, sizeof(n)) == (ssize_t)sizeof(n))
+            exited += n;
+        if (pfd[1].revents && drain_signals(sfd) &&
+            !atomic_exchange_explicit(&rt->stop_forced, 1, memory_order_acq_rel)) {
+            mcq_log_warn(
+                "signal during the graceful stop: stopping now; lingering sockets drop what "
+                "they have not sent");
+            wake_shards(rt, rt->n);
+        }
+    }
+}
+
 int mcq_runtime_run(struct mcq_runtime *rt)
 {
     if (!rt)
@@ -846,11 +899,11 @@ int mcq_runtime_run(struct mcq_runtime *rt)
             break;
     }
     if (sfd >= 0) {
-        /* Take the signal off the pending set: restoring the caller's mask would otherwise
-         * deliver it with its default action (terminate) right after we handled it. */
-        struct signalfd_siginfo si;
-        while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-            ;
+        drain_signals(sfd);
+        /* Sockets may linger (libzmq's default LINGER -1 waits for ever on a peer that
+         * never reads): a second signal, as a user's second Ctrl-C, cuts the wait short. */
+        request_stop(rt, rt->n);
+        wait_exits(rt, sfd);
         close(sfd);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);

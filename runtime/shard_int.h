@@ -85,7 +85,9 @@ struct mcq_runtime {
     struct mcq_spsc **mesh; /* [src * n + dst] */
     struct mcq_topology *topo;
     int stop_fd; /* eventfd: mcq_runtime_stop() -> mcq_runtime_run() */
+    int exit_fd; /* eventfd: one count per shard that left its loop -> mcq_runtime_run() */
     _Atomic int stop_requested;
+    _Atomic int stop_forced; /* a second signal: skip the drain stage's holds */
     _Atomic unsigned ready, failed;
     int start_error;
     pthread_mutex_t start_lock;

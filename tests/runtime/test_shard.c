@@ -175,6 +175,44 @@ Test(shard, stop_hold_keeps_the_drain_stage, .timeout = 60)
     cr_assert_eq(atomic_load(&stage.stopped_at), 3, "the stop hook did not wait for the hold");
 }
 
+/* A stop waiting on a hold that never ends (a socket lingering on a peer that never reads)
+ * ends when a signal comes, as a user's second Ctrl-C: the stop hooks run without the
+ * release and run returns. */
+static void *stage_forcer(void *arg)
+{
+    (void)arg;
+    if (test_event_wait(&stage.draining, 1, STAGE_WAIT_S))
+        kill(getpid(), SIGTERM);
+    return NULL;
+}
+
+Test(shard, signal_during_the_drain_stage_forces_the_stop, .timeout = 60)
+{
+    memset(&stage, 0, sizeof(stage));
+    test_event_init(&stage.draining);
+    test_event_init(&stage.installed);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    /* Only run()'s signalfd may take it; the forcer thread inherits the mask. */
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    struct mcq_config cfg = mcq_config_default();
+    cfg.shards = 2;
+    cfg.pin = false;
+    cr_assert_eq(mcq_runtime_create(&cfg, &stage.rt), 0);
+    cr_assert_eq(mcq_runtime_post(stage.rt, 0, stage_install, NULL), 0);
+    cr_assert(test_event_wait(&stage.installed, 1, STAGE_WAIT_S));
+    pthread_t forcer;
+    cr_assert_eq(pthread_create(&forcer, NULL, stage_forcer, NULL), 0);
+    mcq_runtime_stop(stage.rt);
+    cr_assert_eq(mcq_runtime_run(stage.rt), 0);
+    pthread_join(forcer, NULL);
+    mcq_runtime_destroy(stage.rt);
+    cr_assert_eq(atomic_load(&stage.drained_at), 1, "the drain hook did not run");
+    cr_assert_eq(atomic_load(&stage.released_at), 0, "nothing released the hold");
+    cr_assert_eq(atomic_load(&stage.stopped_at), 2, "the stop hooks did not run after the signal");
+}
+
 static void *send_sigterm(void *arg)
 {
     struct test_event *started = arg;

@@ -325,12 +325,12 @@ static void end_conn(struct mcq_peer *p, uint64_t flush_until)
     mcq_conn_close_by(p->conn, flush_until);
 }
 
-/* Ends the current connection because of rc (logged once), dropping queued output. */
-static void fail(struct mcq_peer *p, int rc)
+/* Ends the current connection because of rc, logged once with why, dropping queued
+ * output. */
+static void fail_why(struct mcq_peer *p, int rc, const char *why)
 {
     if (!p->conn || p->conn_ending)
         return;
-    const char *why = mcq_zmtp_session_reason(&p->sess);
     /* A refused authentication is the owner's decision, and the owner logs it if it wants:
      * at warn level this would be a second line per refused client. */
     mcq_log(rc == -EACCES ? MCQ_LOG_INFO : MCQ_LOG_WARN, "peer %s: closing: %s (%s)",
@@ -341,6 +341,16 @@ static void fail(struct mcq_peer *p, int rc)
     p->fail_reason = rc;
     /* A refused authentication still owes the client its ERROR command. */
     end_conn(p, rc == -EACCES ? linger_deadline(p) : 0);
+}
+
+static void fail(struct mcq_peer *p, int rc)
+{
+    fail_why(p, rc, mcq_zmtp_session_reason(&p->sess));
+}
+
+void mcq_peer_drop(struct mcq_peer *p, const char *why)
+{
+    fail_why(p, -EPROTO, why);
 }
 
 /* Starts the session on a connection that just opened. */

@@ -83,6 +83,10 @@ bool mcq_peer_writable(const struct mcq_peer *p);
  * version wants. Never subject to the data HWM. 0 or -ENOTCONN / -ENOMEM. */
 int mcq_peer_send_subscription(struct mcq_peer *p, bool subscribe, const uint8_t *topic,
                                size_t len);
+/* The owner found the current connection's input bad (a socket type's rule): ends that
+ * connection as a protocol error, logged with why, dropping queued output; a connecting
+ * peer reconnects as after any failure. closed() follows. */
+void mcq_peer_drop(struct mcq_peer *p, const char *why);
 /* Stops reconnecting and closes (FLUSH within linger, or ABORT); closed() follows. */
 void mcq_peer_close(struct mcq_peer *p, enum mcq_close_how how);
 /* A FLUSH close that ends by deadline_ns (mcq_shard_now_ns's clock) in all: the queue

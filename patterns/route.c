@@ -73,11 +73,10 @@ static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
     struct mcq_part *pt = ps->pt;
     const struct mcq_view *f0 = mcq_msg_frame(m, 0);
     if (!f0 || mcq_view_len(f0) != 0 || mcq_msg_count(m) < 2) {
-        /* libzmq's req_session refuses such a reply and drops the connection. */
-        mcq_log_warn("REQ: reply without an empty delimiter; closing the peer");
+        /* libzmq's req_session refuses such a reply and drops the connection; a connecting
+         * REQ reconnects. */
         mcq_msg_free(m);
-        ps->closing = true;
-        mcq_peer_close(ps->peer, MCQ_CLOSE_ABORT);
+        mcq_peer_drop(ps->peer, "REQ: reply without an empty delimiter");
         return;
     }
     if (ps->req_from < 0) {

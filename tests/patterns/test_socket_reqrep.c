@@ -140,6 +140,43 @@ Test(socket_reqrep, req_message_format_at_router)
     z_close(r);
 }
 
+/* A reply without the empty delimiter breaks the REQ protocol: like libzmq's req_session
+ * our REQ drops that connection (a log line) and reconnects, and the next request on the
+ * new connection is answered normally. */
+Test(socket_reqrep, reply_without_delimiter_drops_the_connection_and_reconnects)
+{
+    char ep[256];
+    void *r = z_socket(ZMQ_ROUTER);
+    z_bind(r, "tcp", ep, sizeof(ep));
+    t_socket(MCQ_REQ);
+    t_setopt_int(MCQ_RECONNECT_IVL, 10);
+    cr_assert_eq(mcq_connect(app.s, ep), 0);
+    struct t_send j = {.nf = 1, .f = {"first"}, .len = {5}};
+    cr_assert_eq(t_send_job_wait(0, &j), 0);
+    struct t_rx m;
+    cr_assert(z_recv(r, &m));
+    cr_assert(m.n == 3 && rx_frame_is(&m, 2, "first"));
+    cr_assert_geq(zmq_send(r, m.data[0], m.len[0], ZMQ_SNDMORE), 0);
+    z_rx_clear(&m);
+    z_send_strs(r, "no-delimiter", NULL);
+    cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S), "the bad reply did not drop the peer");
+    cr_assert(t_wait_count(&app.ups, 2, T_WAIT_S), "no reconnect after the bad reply");
+    j.f[0] = "second";
+    j.len[0] = 6;
+    cr_assert_eq(t_send_job_wait(0, &j), 0, "no new request after the peer was dropped");
+    cr_assert(z_recv(r, &m));
+    cr_assert(m.n == 3 && rx_frame_is(&m, 2, "second"));
+    cr_assert_geq(zmq_send(r, m.data[0], m.len[0], ZMQ_SNDMORE), 0);
+    z_rx_clear(&m);
+    cr_assert_geq(zmq_send(r, "", 0, ZMQ_SNDMORE), 0);
+    z_send_strs(r, "answer", NULL);
+    struct t_rx *in = t_recv(T_WAIT_S);
+    cr_assert_not_null(in);
+    cr_assert(in->n == 1 && rx_frame_is(in, 0, "answer"));
+    t_free_rx(in);
+    cr_assert_null(t_recv(0.05), "the bad reply was delivered");
+}
+
 /* spec_rep test_envelope: a libzmq DEALER sends [X][Y][empty][A]; our REP's app sees A and
  * the reply goes back as [X][Y][empty][A]. */
 Test(socket_reqrep, rep_keeps_envelope)

@@ -151,9 +151,10 @@ static void *stage_releaser(void *arg)
     return NULL;
 }
 
-/* A stop runs the drain hooks, keeps the shard looping (posts still run) while a hold is
- * taken, and runs the stop hooks only once it is released; run returns after that. */
-Test(shard, stop_hold_keeps_the_drain_stage, .timeout = 60)
+/* Starts a 2-shard runtime with the stage hooks installed, asks it to stop, and runs it
+ * with `during` running beside (it ends the drain stage one way or another); returns once
+ * the runtime is destroyed. */
+static void stage_run(void *(*during)(void *))
 {
     memset(&stage, 0, sizeof(stage));
     test_event_init(&stage.draining);
@@ -164,12 +165,19 @@ Test(shard, stop_hold_keeps_the_drain_stage, .timeout = 60)
     cr_assert_eq(mcq_runtime_create(&cfg, &stage.rt), 0);
     cr_assert_eq(mcq_runtime_post(stage.rt, 0, stage_install, NULL), 0);
     cr_assert(test_event_wait(&stage.installed, 1, STAGE_WAIT_S));
-    pthread_t releaser;
-    cr_assert_eq(pthread_create(&releaser, NULL, stage_releaser, NULL), 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, during, NULL), 0);
     mcq_runtime_stop(stage.rt);
     cr_assert_eq(mcq_runtime_run(stage.rt), 0);
-    pthread_join(releaser, NULL);
+    pthread_join(t, NULL);
     mcq_runtime_destroy(stage.rt);
+}
+
+/* A stop runs the drain hooks, keeps the shard looping (posts still run) while a hold is
+ * taken, and runs the stop hooks only once it is released; run returns after that. */
+Test(shard, stop_hold_keeps_the_drain_stage, .timeout = 60)
+{
+    stage_run(stage_releaser);
     cr_assert_eq(atomic_load(&stage.drained_at), 1, "the drain hook did not run first");
     cr_assert_eq(atomic_load(&stage.released_at), 2, "the post during the drain never ran");
     cr_assert_eq(atomic_load(&stage.stopped_at), 3, "the stop hook did not wait for the hold");
@@ -188,26 +196,12 @@ static void *stage_forcer(void *arg)
 
 Test(shard, signal_during_the_drain_stage_forces_the_stop, .timeout = 60)
 {
-    memset(&stage, 0, sizeof(stage));
-    test_event_init(&stage.draining);
-    test_event_init(&stage.installed);
     sigset_t term;
     sigemptyset(&term);
     sigaddset(&term, SIGTERM);
     /* Only run()'s signalfd may take it; the forcer thread inherits the mask. */
     pthread_sigmask(SIG_BLOCK, &term, NULL);
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = 2;
-    cfg.pin = false;
-    cr_assert_eq(mcq_runtime_create(&cfg, &stage.rt), 0);
-    cr_assert_eq(mcq_runtime_post(stage.rt, 0, stage_install, NULL), 0);
-    cr_assert(test_event_wait(&stage.installed, 1, STAGE_WAIT_S));
-    pthread_t forcer;
-    cr_assert_eq(pthread_create(&forcer, NULL, stage_forcer, NULL), 0);
-    mcq_runtime_stop(stage.rt);
-    cr_assert_eq(mcq_runtime_run(stage.rt), 0);
-    pthread_join(forcer, NULL);
-    mcq_runtime_destroy(stage.rt);
+    stage_run(stage_forcer);
     cr_assert_eq(atomic_load(&stage.drained_at), 1, "the drain hook did not run");
     cr_assert_eq(atomic_load(&stage.released_at), 0, "nothing released the hold");
     cr_assert_eq(atomic_load(&stage.stopped_at), 2, "the stop hooks did not run after the signal");

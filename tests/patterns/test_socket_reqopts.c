@@ -1,8 +1,10 @@
 /* REQ_CORRELATE and REQ_RELAXED on our REQ socket against libzmq ROUTER and REP peers, and a
- * libzmq REQ with REQ_CORRELATE against our REP. */
+ * libzmq REQ with REQ_CORRELATE against our REP. Also built under TSan (MCQ_TSAN_TEST):
+ * replies cross shards by their request ids. */
 #include "tests/patterns/socket_util.h"
 
-TestSuite(socket_reqopts, .init = t_setup, .fini = t_teardown, .timeout = 60);
+#define REQ_TEST(name)                                                                             \
+    Test(socket_reqopts, name, .init = t_setup, .fini = t_teardown, .timeout = 60)
 
 #define REQ_ID_LEN 4          /* bytes of a request id frame */
 #define QUIET_S 0.1           /* how long "nothing more arrives" is watched */
@@ -64,7 +66,7 @@ static int send_str(unsigned shard, const char *body)
     return t_send_job_wait(shard, &j);
 }
 
-Test(socket_reqopts, options_only_on_req)
+REQ_TEST(options_only_on_req)
 {
     t_socket(MCQ_DEALER);
     int one = 1;
@@ -87,7 +89,7 @@ Test(socket_reqopts, options_only_on_req)
 
 /* The ROUTER sees [rid][id][][body]; a reply with another id, or with none, is dropped
  * silently; the reply with the request's id is delivered; the next request has a new id. */
-Test(socket_reqopts, correlate_matches_replies_by_id)
+REQ_TEST(correlate_matches_replies_by_id)
 {
     void *r;
     req_to_router(&r, 1, 0);
@@ -117,7 +119,7 @@ Test(socket_reqopts, correlate_matches_replies_by_id)
 }
 
 /* Without RELAXED a second request while a reply is owed is refused with -EFSM. */
-Test(socket_reqopts, strict_without_relaxed)
+REQ_TEST(strict_without_relaxed)
 {
     void *r;
     req_to_router(&r, 1, 0);
@@ -127,7 +129,7 @@ Test(socket_reqopts, strict_without_relaxed)
 
 /* RELAXED + CORRELATE: a send abandons the request out; the ROUTER answers the first
  * request late and then the second: only the second's reply is delivered. */
-Test(socket_reqopts, relaxed_correlated_drops_the_abandoned_reply)
+REQ_TEST(relaxed_correlated_drops_the_abandoned_reply)
 {
     void *r;
     req_to_router(&r, 1, 1);
@@ -153,7 +155,7 @@ Test(socket_reqopts, relaxed_correlated_drops_the_abandoned_reply)
  * request waits at the peer's owner until the first is answered, and that late answer (the
  * first reply from the peer after the abandon) is dropped rather than taken for the second's
  * (libzmq would deliver it). */
-Test(socket_reqopts, relaxed_uncorrelated_never_takes_the_late_reply)
+REQ_TEST(relaxed_uncorrelated_never_takes_the_late_reply)
 {
     void *r;
     req_to_router(&r, 0, 1);
@@ -177,7 +179,7 @@ Test(socket_reqopts, relaxed_uncorrelated_never_takes_the_late_reply)
 }
 
 /* Lazy Pirate against a ROUTER that ignores the first request: the resend is answered. */
-Test(socket_reqopts, lazy_pirate_router_ignores_first)
+REQ_TEST(lazy_pirate_router_ignores_first)
 {
     void *r;
     req_to_router(&r, 1, 1);
@@ -196,7 +198,7 @@ Test(socket_reqopts, lazy_pirate_router_ignores_first)
 
 /* Lazy Pirate against a libzmq REP that takes the first request and dies without answering;
  * a new REP binds the same endpoint and answers the resend (its envelope keeps the id). */
-Test(socket_reqopts, lazy_pirate_rep_restarts)
+REQ_TEST(lazy_pirate_rep_restarts)
 {
     char ep[256];
     void *rep = z_socket(ZMQ_REP);
@@ -232,7 +234,7 @@ Test(socket_reqopts, lazy_pirate_rep_restarts)
 
 /* A libzmq REQ with REQ_CORRELATE asks our REP: the id travels in the envelope and comes
  * back on the reply, so the libzmq REQ accepts it. */
-Test(socket_reqopts, libzmq_correlating_req_to_our_rep)
+REQ_TEST(libzmq_correlating_req_to_our_rep)
 {
     char ep[256];
     t_socket(MCQ_REP);
@@ -254,7 +256,7 @@ Test(socket_reqopts, libzmq_correlating_req_to_our_rep)
 
 /* Every shard asks through one REQ with CORRELATE and a single ROUTER peer: all requests
  * are out at once, and answered in reverse order each reply reaches the shard that asked. */
-Test(socket_reqopts, correlate_several_shards_one_peer)
+REQ_TEST(correlate_several_shards_one_peer)
 {
     void *r;
     req_to_router(&r, 1, 0);
@@ -270,7 +272,8 @@ Test(socket_reqopts, correlate_several_shards_one_peer)
         cr_assert(z_recv(r, &m[i]), "only %u of %u requests reached the peer", i, T_SHARDS);
         cr_assert(m[i].n == 4 && m[i].len[1] == REQ_ID_LEN && m[i].len[2] == 0);
         unsigned k;
-        cr_assert_eq(sscanf((char *)m[i].data[3], "from-%u", &k), 1);
+        int got = sscanf((char *)m[i].data[3], "from-%u", &k);
+        cr_assert_eq(got, 1);
         cr_assert(k < T_SHARDS && !seen[k]);
         seen[k] = true;
     }
@@ -283,7 +286,8 @@ Test(socket_reqopts, correlate_several_shards_one_peer)
         struct t_rx *in = t_recv(T_WAIT_S);
         cr_assert_not_null(in, "reply %u missing", i);
         unsigned k;
-        cr_assert(in->n == 1 && sscanf((char *)in->data[0], "to-%u", &k) == 1);
+        int got = in->n == 1 ? sscanf((char *)in->data[0], "to-%u", &k) : 0;
+        cr_assert_eq(got, 1);
         cr_assert_eq(in->shard, k, "the reply for shard %u reached shard %u", k, in->shard);
         t_free_rx(in);
     }

@@ -201,8 +201,6 @@ void mcq_socket_close(struct mcq_socket *s);
 #define MCQ_PLAIN_SERVER 44        /* int 0/1 */
 #define MCQ_PLAIN_USERNAME 45      /* string */
 #define MCQ_PLAIN_PASSWORD 46      /* string */
-#define MCQ_REQ_CORRELATE 52       /* int 0/1 (REQ): request-id frame, replies matched on it */
-#define MCQ_REQ_RELAXED 53         /* int 0/1 (REQ): a send abandons the request out */
 #define MCQ_REQ_CORRELATE 52       /* int 0/1 */
 #define MCQ_REQ_RELAXED 53         /* int 0/1: a send abandons the request out */
 #define MCQ_ZAP_DOMAIN 55          /* string */

@@ -159,7 +159,12 @@ int mcq_connect(struct mcq_socket *s, const char *endpoint);
  * Multipart messages are atomic. REQ and REP keep their turn per shard: each shard has at
  * most one request out (REQ; its reply comes back on that shard, and a new request is
  * allowed, with on_writable, if the asked peer goes away) or owes one reply (REP: send it
- * on the shard the request arrived on; later requests there wait until it was sent). */
+ * on the shard the request arrived on; later requests there wait until it was sent).
+ * REQ_RELAXED: a send with a request out abandons it (its reply, should it come, is
+ * dropped). Without REQ_CORRELATE a REQ peer holds one request of the socket at a time, so
+ * a peer that never answers an abandoned request takes no new one until it disconnects
+ * (sends that pick it wait or, from its own shard, skip it; -EAGAIN when it is the only
+ * one): pair RELAXED with CORRELATE, as libzmq advises, for Lazy Pirate. */
 int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m);
 
 /* Closes the socket: stops accepting and connecting, flushes queued output (also what other
@@ -173,7 +178,11 @@ void mcq_socket_close(struct mcq_socket *s);
  * as many of its own (credits), so one peer may buffer up to SNDHWM x shards. RCVHWM bounds
  * what waits socket-side per peer (input held until its routing id is settled or its last
  * connection's on_peer_down ran; REP requests waiting for their turn): at the mark the
- * peer's input is paused (TCP backpressure). on_msg gets the rest as it arrives. */
+ * peer's input is paused (TCP backpressure). on_msg gets the rest as it arrives.
+ * REQ_CORRELATE gives each request a 4-byte id frame before the delimiter (host order, as
+ * libzmq; random start) and delivers only the reply carrying it; a peer may then hold
+ * requests of several shards at once. REQ_CORRELATE and REQ_RELAXED are REQ-only, default
+ * 0, read at each send, and readable with mcq_getsockopt (libzmq's are set-only). */
 #define MCQ_ROUTING_ID 5           /* bytes, 1..255, not starting with 0x00 */
 #define MCQ_SUBSCRIBE 6            /* bytes (SUB/XSUB) */
 #define MCQ_UNSUBSCRIBE 7          /* bytes (SUB/XSUB) */
@@ -192,6 +201,8 @@ void mcq_socket_close(struct mcq_socket *s);
 #define MCQ_PLAIN_SERVER 44        /* int 0/1 */
 #define MCQ_PLAIN_USERNAME 45      /* string */
 #define MCQ_PLAIN_PASSWORD 46      /* string */
+#define MCQ_REQ_CORRELATE 52       /* int 0/1 */
+#define MCQ_REQ_RELAXED 53         /* int 0/1: a send abandons the request out */
 #define MCQ_ZAP_DOMAIN 55          /* string */
 #define MCQ_ROUTER_HANDOVER 56     /* int 0/1 */
 #define MCQ_HANDSHAKE_IVL 66       /* int ms; default 30000; 0 = none */

@@ -10,6 +10,16 @@
  *   knows which shard a reply is for, whatever order a ROUTER peer answers in. If the asked
  *   peer goes away the shard may send a new request (libzmq would wait for ever);
  *   on_writable tells it so.
+ *   REQ_CORRELATE puts a request id before the delimiter whose low bits name the asking
+ *   shard: such requests do not make the peer busy (the owner routes a reply by its id), so
+ *   a peer may hold requests of several shards at once, and the asking shard takes only the
+ *   reply with the id and from the peer of its request out. REQ_RELAXED lets a send abandon
+ *   the request out. An abandoned uncorrelated request still keeps its peer busy until it is
+ *   answered (or the peer leaves), and its reply is told apart by order: the peer answers
+ *   one at a time, so its next replies to this shard are the abandoned ones' and are
+ *   dropped. So a late reply is never taken for a newer request's (libzmq may), but a peer
+ *   that never answers an abandoned uncorrelated request takes no further uncorrelated
+ *   request until it disconnects: Lazy Pirate against a silent peer needs REQ_CORRELATE.
  * - REP: per shard, the envelope (frames up to and including the first empty one) is kept
  *   and put back on the reply, which goes to the requester on this same shard; further
  *   requests on the shard are held until the reply was sent.
@@ -19,6 +29,7 @@
  * - PAIR: the one peer that won the claim at shard 0. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "patterns/socket_int.h"
 #include "runtime/log.h"
@@ -50,33 +61,140 @@ static void deliver(struct mcq_part *pt, struct mcq_msg *m)
 
 /* --- REQ ---------------------------------------------------------------------------------- */
 
+#define REQ_ID_LEN 4u    /* bytes of a REQ_CORRELATE request id (host order, as libzmq) */
+#define REQ_STALE_MIN 4u /* first allocation of the abandoned-request table, entries */
+
+/* REQ_RELAXED without REQ_CORRELATE: makes sure one more abandoned request can be noted
+ * before the new one goes out (so the note itself cannot fail afterwards). */
+static int req_stale_room(struct mcq_part *pt)
+{
+    if (pt->req_stale_len < pt->req_stale_cap)
+        return 0;
+    uint32_t cap = pt->req_stale_cap ? pt->req_stale_cap * 2 : REQ_STALE_MIN;
+    struct mcq_req_stale *v = realloc(pt->req_stale, cap * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    pt->req_stale = v;
+    pt->req_stale_cap = cap;
+    return 0;
+}
+
+static struct mcq_req_stale *req_stale_find(struct mcq_part *pt, const struct mcq_peer_ref *r)
+{
+    for (uint32_t i = 0; i < pt->req_stale_len; i++)
+        if (mcq_peer_ref_eq(&pt->req_stale[i].ref, r))
+            return &pt->req_stale[i];
+    return NULL;
+}
+
+static void req_stale_add(struct mcq_part *pt, const struct mcq_peer_ref *r)
+{
+    struct mcq_req_stale *e = req_stale_find(pt, r);
+    if (e)
+        e->n++;
+    else
+        pt->req_stale[pt->req_stale_len++] = (struct mcq_req_stale){.ref = *r, .n = 1};
+}
+
+static void req_stale_remove(struct mcq_part *pt, struct mcq_req_stale *e)
+{
+    *e = pt->req_stale[--pt->req_stale_len];
+}
+
+/* Whether an uncorrelated reply from r answers a request this shard abandoned: r answers
+ * its requests one at a time in the order they were handed to it, and every abandoned one
+ * went before the current one, so the first replies from r are the abandoned ones'. */
+static bool req_stale_take(struct mcq_part *pt, const struct mcq_peer_ref *r)
+{
+    struct mcq_req_stale *e = req_stale_find(pt, r);
+    if (!e)
+        return false;
+    if (--e->n == 0)
+        req_stale_remove(pt, e);
+    return true;
+}
+
+/* A request id names its shard in the low bits (as an auto routing id does), so the
+ * peer's owner routes a correlated reply by the id alone; the high bits count per shard. */
+static uint32_t req_make_id(const struct mcq_part *pt)
+{
+    return (pt->req_seq << pt->s->shard_bits) | pt->id;
+}
+
 static int req_send(struct mcq_part *pt, struct mcq_msg *m)
 {
-    if (pt->req_busy)
+    struct mcq_socket *s = pt->s;
+    bool relaxed = atomic_load_explicit(&s->req_relaxed, memory_order_relaxed);
+    bool correlate = atomic_load_explicit(&s->req_correlate, memory_order_relaxed);
+    bool abandons_uncorrelated = pt->req_busy && !pt->req_correlated;
+    if (pt->req_busy && !relaxed)
         return -EFSM;
+    if (abandons_uncorrelated && req_stale_room(pt) < 0)
+        return -ENOMEM;
+    uint32_t id = req_make_id(pt);
+    unsigned added = 0;
     int rc = mcq_msg_prepend(m, "", 0);
-    if (rc < 0)
-        return rc;
+    if (rc == 0) {
+        added++;
+        if (correlate) {
+            rc = mcq_msg_prepend(m, &id, sizeof(id));
+            if (rc == 0)
+                added++;
+        }
+    }
+    /* A correlated request does not make the peer busy at its owner: its reply finds the
+     * way back by its id, so the peer may hold requests of several shards at once. */
     struct mcq_peer_ref r;
-    rc = mcq_part_lb_send(pt, m, true, &r);
+    if (rc == 0)
+        rc = mcq_part_lb_send(pt, m, !correlate, &r);
     if (rc < 0) {
-        mcq_msg_pop_front(m, NULL);
+        while (added--)
+            mcq_msg_pop_front(m, NULL);
         return rc;
     }
+    if (abandons_uncorrelated)
+        req_stale_add(pt, &pt->req_to);
     pt->req_busy = true;
     pt->req_to = r;
+    pt->req_correlated = correlate;
+    pt->req_id = id;
+    pt->req_seq++;
     return 0;
+}
+
+static void req_pass_reply(struct mcq_part *pt, unsigned to, const struct mcq_peer_ref *from,
+                           struct mcq_msg *m)
+{
+    if (to == pt->id)
+        mcq_route_req_reply(pt, from, m);
+    else
+        mcq_part_forward_reply(pt, to, from, m);
 }
 
 static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
 {
     struct mcq_part *pt = ps->pt;
+    unsigned n = mcq_msg_count(m);
     const struct mcq_view *f0 = mcq_msg_frame(m, 0);
-    if (!f0 || mcq_view_len(f0) != 0 || mcq_msg_count(m) < 2) {
-        /* libzmq's req_session refuses such a reply and drops the connection; a connecting
-         * REQ reconnects. */
+    bool plain = f0 && mcq_view_len(f0) == 0 && n >= 2;
+    bool tagged =
+        f0 && mcq_view_len(f0) == REQ_ID_LEN && n >= 3 && mcq_view_len(mcq_msg_frame(m, 1)) == 0;
+    if (!plain && !tagged) {
+        /* libzmq's req_session takes [delimiter] or [4-byte id][delimiter] before the body
+         * and drops the connection on anything else; a connecting REQ reconnects. */
         mcq_msg_free(m);
         mcq_peer_drop(ps->peer, "REQ: reply without an empty delimiter");
+        return;
+    }
+    struct mcq_peer_ref from = mcq_pstate_ref(ps);
+    if (tagged) {
+        uint32_t id;
+        memcpy(&id, mcq_view_data(f0), sizeof(id));
+        unsigned to = id & ((1u << pt->s->shard_bits) - 1);
+        if (to >= pt->s->n)
+            mcq_msg_free(m);
+        else
+            req_pass_reply(pt, to, &from, m);
         return;
     }
     if (ps->req_from < 0) {
@@ -84,26 +202,31 @@ static void req_input(struct mcq_pstate *ps, struct mcq_msg *m)
         return;
     }
     unsigned to = (unsigned)ps->req_from;
-    mcq_msg_pop_front(m, NULL);
     /* The peer is free before the reply is delivered: the asking shard may send its next
      * request from on_msg, and that request must stay the peer's current one. Requests
      * other shards queued for the peer go first, so a shard asking in a loop cannot
      * starve them. */
     mcq_pstate_req_done(ps);
-    struct mcq_peer_ref from = mcq_pstate_ref(ps);
-    if (to == pt->id)
-        mcq_route_req_reply(pt, &from, m);
-    else
-        mcq_part_forward_reply(pt, to, &from, m);
+    req_pass_reply(pt, to, &from, m);
     mcq_part_fire_writable(pt);
 }
 
 void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m)
 {
-    if (!pt->req_busy || !mcq_peer_ref_eq(&pt->req_to, from)) {
+    const struct mcq_view *f0 = mcq_msg_frame(m, 0);
+    bool tagged = mcq_view_len(f0) != 0; /* req_input let only the two envelopes through */
+    if (!tagged && req_stale_take(pt, from)) {
         mcq_msg_free(m);
         return;
     }
+    if (!pt->req_busy || !mcq_peer_ref_eq(&pt->req_to, from) || tagged != pt->req_correlated ||
+        (tagged && memcmp(mcq_view_data(f0), &pt->req_id, REQ_ID_LEN) != 0)) {
+        mcq_msg_free(m);
+        return;
+    }
+    mcq_msg_pop_front(m, NULL);
+    if (tagged)
+        mcq_msg_pop_front(m, NULL);
     pt->req_busy = false;
     deliver(pt, m);
 }
@@ -317,7 +440,12 @@ void mcq_route_input(struct mcq_pstate *ps, struct mcq_msg *m)
 
 void mcq_route_peer_gone(struct mcq_part *pt, const struct mcq_peer_ref *r)
 {
-    if (pt->s->type == MCQ_REQ && pt->req_busy && mcq_peer_ref_eq(&pt->req_to, r)) {
+    if (pt->s->type != MCQ_REQ)
+        return;
+    struct mcq_req_stale *e = req_stale_find(pt, r);
+    if (e)
+        req_stale_remove(pt, e);
+    if (pt->req_busy && mcq_peer_ref_eq(&pt->req_to, r)) {
         pt->req_busy = false;
         pt->want_writable = true;
         mcq_part_fire_writable(pt);
@@ -332,4 +460,7 @@ void mcq_route_close(struct mcq_part *pt)
     pt->rep_env = NULL;
     pt->rep_busy = false;
     pt->req_busy = false;
+    free(pt->req_stale);
+    pt->req_stale = NULL;
+    pt->req_stale_len = pt->req_stale_cap = 0;
 }

@@ -1482,6 +1482,8 @@ int mcq_socket_create(struct mcq_runtime *rt, enum mcq_socket_type type,
         pt->id = i;
         pt->slot_max = 1u << slot_bits;
         pt->rep_next.run = mcq_route_rep_next;
+        /* REQ_CORRELATE ids start at a value a peer cannot predict, as libzmq's. */
+        pt->req_seq = (uint32_t)mcq_siphash24(s->hkey, &i, sizeof(i));
         mcq_idmap_init(&pt->ids, s->hkey);
         mcq_idmap_init(&pt->claims, s->hkey);
     }

@@ -3,8 +3,8 @@
  * sockopt.c (options and their snapshots) and route.c (the socket types' rules).
  *
  * Shape (DESIGN.md "Routing", "Backpressure").
- * - struct mcq_socket is read-only for the shards after setup, except the two routing
- *   options read with relaxed atomics. Each shard has one struct mcq_part, touched only by
+ * - struct mcq_socket is read-only for the shards after setup, except the ROUTER and REQ
+ *   mode options read with relaxed atomics. Each shard has one struct mcq_part, touched only by
  *   that shard (created by the setup thread, attached through mcq_runtime_post).
  * - A peer lives on the shard that holds its connection; it takes a slot there and, per
  *   connection, a new generation. struct mcq_peer_ref {shard, slot, gen} names it
@@ -123,6 +123,13 @@ struct mcq_heldq {
     unsigned len;
 };
 
+/* REQ_RELAXED without REQ_CORRELATE: requests this shard abandoned to one peer whose
+ * replies are still due (the peer answers one at a time, in order, so they come first). */
+struct mcq_req_stale {
+    struct mcq_peer_ref ref;
+    uint32_t n;
+};
+
 struct mcq_pstate;
 struct xctl;  /* socket.c's control event */
 struct xdown; /* socket.c's on_peer_down waiting for every shard to drop the peer */
@@ -191,7 +198,12 @@ struct mcq_part {
     bool want_writable;
     /* REQ */
     bool req_busy;
+    bool req_correlated; /* the request out carries req_id (REQ_CORRELATE) */
+    uint32_t req_id;
+    uint32_t req_seq; /* counter of the next request id; random start */
     struct mcq_peer_ref req_to;
+    struct mcq_req_stale *req_stale;
+    uint32_t req_stale_len, req_stale_cap;
     /* REP */
     bool rep_busy;
     struct mcq_peer_ref rep_from;
@@ -210,7 +222,7 @@ struct mcq_socket {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct mcq_sockopts o;
-    _Atomic int mandatory, handover;
+    _Atomic int mandatory, handover, req_relaxed, req_correlate;
     char last_endpoint[MCQ_ENDPOINT_TEXT_MAX];
     struct mcq_cfgsnap *cfgs;
     struct mcq_bound *bound;
@@ -246,7 +258,8 @@ void mcq_part_fire_writable(struct mcq_part *pt);
 /* REQ: ps answered its request; the next one other shards queued for it goes now (the
  * caller then delivers the reply and fires on_writable). */
 void mcq_pstate_req_done(struct mcq_pstate *ps);
-/* Sends a REQ reply that arrived from peer `from` to the requesting shard `to`. */
+/* Sends a REQ reply that arrived from peer `from` to the requesting shard `to` (takes m,
+ * its envelope still on: [request id] + delimiter). */
 void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_peer_ref *from,
                             struct mcq_msg *m);
 /* RCVHWM: pauses ps's input (TCP backpressure) while it has RCVHWM messages or more held
@@ -270,7 +283,8 @@ bool mcq_type_routes_remote(int type);
 void mcq_route_input(struct mcq_pstate *ps, struct mcq_msg *m);
 /* mcq_send's body for an open partition: same contract. */
 int mcq_route_send(struct mcq_part *pt, struct mcq_msg *m);
-/* A REQ reply arrived on the requesting shard from peer `from`. */
+/* A REQ reply (takes m, envelope still on) arrived on the requesting shard from peer
+ * `from`: delivered if it answers the request out, else dropped. */
 void mcq_route_req_reply(struct mcq_part *pt, const struct mcq_peer_ref *from, struct mcq_msg *m);
 /* The peer r went away: forget REQ/REP state bound to it. */
 void mcq_route_peer_gone(struct mcq_part *pt, const struct mcq_peer_ref *r);

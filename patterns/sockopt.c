@@ -132,11 +132,31 @@ static bool supported(int type, int option)
     case MCQ_ROUTER_MANDATORY:
     case MCQ_ROUTER_HANDOVER:
         return type == MCQ_ROUTER;
+    case MCQ_REQ_CORRELATE:
+    case MCQ_REQ_RELAXED:
+        return type == MCQ_REQ;
     case MCQ_SUBSCRIBE:
     case MCQ_UNSUBSCRIBE:
         return false;
     default:
         return true;
+    }
+}
+
+/* The 0/1 options the shards read at any time (relaxed atomics), or NULL. */
+static _Atomic int *mode_option(struct mcq_socket *s, int option)
+{
+    switch (option) {
+    case MCQ_ROUTER_MANDATORY:
+        return &s->mandatory;
+    case MCQ_ROUTER_HANDOVER:
+        return &s->handover;
+    case MCQ_REQ_CORRELATE:
+        return &s->req_correlate;
+    case MCQ_REQ_RELAXED:
+        return &s->req_relaxed;
+    default:
+        return NULL;
     }
 }
 
@@ -192,12 +212,13 @@ int mcq_setsockopt(struct mcq_socket *s, int option, const void *value, size_t l
         break;
     case MCQ_ROUTER_MANDATORY:
     case MCQ_ROUTER_HANDOVER:
+    case MCQ_REQ_CORRELATE:
+    case MCQ_REQ_RELAXED:
         rc = get_int(value, len, &iv);
         if (rc == 0 && iv != 0 && iv != 1)
             rc = -EINVAL;
         if (rc == 0)
-            atomic_store_explicit(option == MCQ_ROUTER_MANDATORY ? &s->mandatory : &s->handover, iv,
-                                  memory_order_relaxed);
+            atomic_store_explicit(mode_option(s, option), iv, memory_order_relaxed);
         break;
     case MCQ_PLAIN_USERNAME:
         rc = set_str(o->plain_username, &o->plain_username_len, value, len);
@@ -262,9 +283,11 @@ int mcq_getsockopt(const struct mcq_socket *cs, int option, void *value, size_t 
                                         : -ENOTSUP;
         break;
     case MCQ_ROUTER_MANDATORY:
-    case MCQ_ROUTER_HANDOVER: {
-        int v = atomic_load_explicit(option == MCQ_ROUTER_MANDATORY ? &s->mandatory : &s->handover,
-                                     memory_order_relaxed);
+    case MCQ_ROUTER_HANDOVER:
+    case MCQ_REQ_CORRELATE:
+    case MCQ_REQ_RELAXED: {
+        /* libzmq has these set-only; reading them back is this API's convention. */
+        int v = atomic_load_explicit(mode_option(s, option), memory_order_relaxed);
         rc = supported(s->type, option) ? put_bytes(value, len, &v, sizeof(v)) : -ENOTSUP;
         break;
     }

@@ -72,12 +72,25 @@ static int msg_copy(struct mcq_msg *m, const void *data, size_t len, struct mcq_
 
 int mcq_msg_append_view(struct mcq_msg *m, struct mcq_view *v)
 {
-    int rc = msg_grow(m);
-    if (rc < 0)
-        return rc;
-    m->f[m->n++] = *v;
-    m->size += v->len;
-    *v = (struct mcq_view){0};
+    if (m->n == m->cap) {
+        int rc = msg_grow(m);
+        if (rc < 0)
+            return rc;
+    }
+    /* Field by field: *v was usually just written field by field (mcq_page_alloc), and a
+     * load spanning two of those stores waits for them to retire (no store forwarding:
+     * ~8 % of a 64 B PUSH send). The empty asm keeps the compiler from merging the two
+     * 32-bit loads into one. */
+    struct mcq_view *f = &m->f[m->n++];
+    uint32_t off = v->off;
+    __asm__("" : "+r"(off));
+    f->ref = v->ref;
+    f->off = off;
+    f->len = v->len;
+    m->size += f->len;
+    v->ref = NULL;
+    v->off = 0;
+    v->len = 0;
     return 0;
 }
 

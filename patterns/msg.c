@@ -34,7 +34,8 @@ void mcq_msg_free(struct mcq_msg *m)
     if (m->f != m->inl)
         mcq_arena_free(ps->arena, m->f);
     mcq_slab_free(&ps->msgs, m);
-    mcq_proto_shard_settle(ps);
+    if (ps->stopping) /* only a stopping shard's state can be due for destruction */
+        mcq_proto_shard_settle(ps);
 }
 
 /* Room for one more frame. */

@@ -870,17 +870,22 @@ int mcq_peer_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
 
 /* --- sending and the rest --------------------------------------------------------------------- */
 
-bool mcq_peer_writable(const struct mcq_peer *p)
+static inline bool peer_writable(const struct mcq_peer *p)
 {
     return p->ready && p->conn && !p->conn_ending && !p->closing &&
            below(p->q_msgs, p->cfg->sndhwm) && below(p->q_bytes, p->cfg->sndhwm_bytes);
+}
+
+bool mcq_peer_writable(const struct mcq_peer *p)
+{
+    return peer_writable(p);
 }
 
 int mcq_peer_send(struct mcq_peer *p, struct mcq_msg *m)
 {
     if (p->closing || (p->conn && p->conn_ending && !p->endpoint))
         return -ENOTCONN;
-    if (!mcq_peer_writable(p)) {
+    if (!peer_writable(p)) {
         p->want_writable = true;
         return -EAGAIN;
     }

@@ -10,8 +10,11 @@
 struct mcq_msg *mcq_msg_new(struct mcq_shard *sh)
 {
     struct mcq_proto_shard *ps = mcq_proto_shard_get(sh);
-    if (!ps)
-        return NULL;
+    return ps ? mcq_msg_new_on(ps) : NULL;
+}
+
+struct mcq_msg *mcq_msg_new_on(struct mcq_proto_shard *ps)
+{
     struct mcq_msg *m = mcq_slab_alloc(&ps->msgs);
     if (!m)
         return NULL;

@@ -28,6 +28,9 @@ struct mcq_msg {
     struct mcq_view inl[MCQ_MSG_INLINE_FRAMES];
 };
 
+/* mcq_msg_new for a caller that holds its shard's state already (the receive path). */
+struct mcq_msg *mcq_msg_new_on(struct mcq_proto_shard *ps);
+
 /* Copies out every frame that pins a mostly unrelated page (see above). 0 or -ENOMEM (the
  * frames copied so far stay copied; the message is intact either way). */
 int mcq_msg_unpin(struct mcq_msg *m);

@@ -539,7 +539,7 @@ static void on_frame(struct mcq_peer *p, const struct mcq_view *in, const struct
         v = (struct mcq_view){0};
     }
     if (!p->rx)
-        p->rx = mcq_msg_new(p->sh);
+        p->rx = mcq_msg_new_on(p->ps);
     int rc = -ENOMEM;
     if (p->rx)
         rc = v.ref ? mcq_msg_append_view(p->rx, &v) : mcq_msg_append_empty(p->rx);
@@ -578,19 +578,29 @@ static void process_input(struct mcq_peer *p, const struct mcq_view *in)
     const uint8_t *data = mcq_view_data(in);
     size_t len = mcq_view_len(in), off = 0;
     uint64_t now = mcq_shard_now_ns(p->sh);
+    struct mcq_proto_shard *ps = p->ps;
+    /* The output room from the last session_out still holds while it is exactly the
+     * scratch page's free room (nobody wrote there or swapped the page meanwhile) and the
+     * session only passed a data frame (its reserve did not change): the common data frame
+     * then costs no new reservation. */
+    struct mcq_zmtp_out out = {0};
+    bool out_ok = false;
     while (!p->conn_ending) {
-        struct mcq_zmtp_out out;
-        int rc = session_out(p, &out);
-        if (rc < 0) {
-            fail(p, rc);
-            break;
+        if (!out_ok || !ps->scratch.ref || out.buf != scratch_tail(ps) ||
+            out.cap != ps->scratch.len - ps->sc_used) {
+            int orc = session_out(p, &out);
+            if (orc < 0) {
+                fail(p, orc);
+                break;
+            }
         }
         size_t used;
         struct mcq_zmtp_event ev;
-        rc = mcq_zmtp_session_next(&p->sess, data + off, len - off, now, &out, &used, &ev);
+        int rc = mcq_zmtp_session_next(&p->sess, data + off, len - off, now, &out, &used, &ev);
         off += used;
         if (emit_ctl(p, out.len) < 0)
             rc = -ENOMEM;
+        out_ok = out.len == 0 && rc == MCQ_ZMTP_EV_FRAME;
         if (rc == MCQ_ZMTP_EV_NONE) {
             if (off == len || used == 0)
                 break;

@@ -598,7 +598,7 @@ static void process_input(struct mcq_peer *p, const struct mcq_view *in)
         struct mcq_zmtp_event ev;
         int rc = mcq_zmtp_session_next(&p->sess, data + off, len - off, now, &out, &used, &ev);
         off += used;
-        if (emit_ctl(p, out.len) < 0)
+        if (out.len && emit_ctl(p, out.len) < 0)
             rc = -ENOMEM;
         out_ok = out.len == 0 && rc == MCQ_ZMTP_EV_FRAME;
         if (rc == MCQ_ZMTP_EV_NONE) {

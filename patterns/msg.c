@@ -41,8 +41,7 @@ void mcq_msg_free(struct mcq_msg *m)
         mcq_proto_shard_settle(ps);
 }
 
-/* Room for one more frame. */
-static int msg_grow(struct mcq_msg *m)
+int mcq_msg_grow(struct mcq_msg *m)
 {
     if (m->n < m->cap)
         return 0;
@@ -77,7 +76,7 @@ static int msg_copy(struct mcq_msg *m, const void *data, size_t len, struct mcq_
 int mcq_msg_append_view(struct mcq_msg *m, struct mcq_view *v)
 {
     if (m->n == m->cap) {
-        int rc = msg_grow(m);
+        int rc = mcq_msg_grow(m);
         if (rc < 0)
             return rc;
     }
@@ -100,7 +99,7 @@ int mcq_msg_append_view(struct mcq_msg *m, struct mcq_view *v)
 
 int mcq_msg_append(struct mcq_msg *m, const void *data, size_t len)
 {
-    int rc = msg_grow(m);
+    int rc = mcq_msg_grow(m);
     if (rc < 0)
         return rc;
     struct mcq_view v;
@@ -117,7 +116,7 @@ int mcq_msg_append_empty(struct mcq_msg *m)
 
 int mcq_msg_prepend(struct mcq_msg *m, const void *data, size_t len)
 {
-    int rc = msg_grow(m);
+    int rc = mcq_msg_grow(m);
     if (rc < 0)
         return rc;
     struct mcq_view v;

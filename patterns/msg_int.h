@@ -28,6 +28,21 @@ struct mcq_msg {
     struct mcq_view inl[MCQ_MSG_INLINE_FRAMES];
 };
 
+/* Room for one more frame (the array doubles when full). 0 or -ENOMEM. */
+int mcq_msg_grow(struct mcq_msg *m);
+
+/* mcq_msg_append_view with the view passed by value; takes its reference on 0. For the
+ * receive path, which builds the view in registers: handing it over through memory to the
+ * out-of-line append cost a store and a reload per frame. 0 or -ENOMEM. */
+static inline int mcq_msg_push_view(struct mcq_msg *m, struct mcq_view v)
+{
+    if (m->n == m->cap && mcq_msg_grow(m) < 0)
+        return -ENOMEM;
+    m->f[m->n++] = v;
+    m->size += v.len;
+    return 0;
+}
+
 /* mcq_msg_new for a caller that holds its shard's state already (the receive path). */
 struct mcq_msg *mcq_msg_new_on(struct mcq_proto_shard *ps);
 

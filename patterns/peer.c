@@ -530,19 +530,16 @@ static void on_auth(struct mcq_peer *p, const struct mcq_zmtp_event *ev)
 
 static void on_frame(struct mcq_peer *p, const struct mcq_view *in, const struct mcq_zmtp_event *ev)
 {
-    struct mcq_view v;
-    if (ev->handle) {
+    struct mcq_view v = {0};
+    if (ev->handle)
         v = (struct mcq_view){.ref = ev->handle, .off = 0, .len = (uint32_t)ev->len};
-    } else if (ev->len) {
+    else if (ev->len)
         mcq_view_slice(in, (size_t)(ev->data - mcq_view_data(in)), ev->len, &v);
-    } else {
-        v = (struct mcq_view){0};
-    }
     if (!p->rx)
         p->rx = mcq_msg_new_on(p->ps);
     int rc = -ENOMEM;
     if (p->rx)
-        rc = v.ref ? mcq_msg_append_view(p->rx, &v) : mcq_msg_append_empty(p->rx);
+        rc = v.ref ? mcq_msg_push_view(p->rx, v) : mcq_msg_append_empty(p->rx);
     if (rc < 0) {
         mcq_view_unref(&v);
         fail(p, rc);

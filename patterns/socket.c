@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include "alloc/arena.h"
+#include "patterns/msg_int.h"
 #include "patterns/socket_int.h"
 #include "runtime/log.h"
 
@@ -292,7 +293,7 @@ static void lb_changed(struct mcq_part *pt)
 {
     pt->lb_solo = NULL;
     if (pt->lb_len == 1 && pt->lb[0].shard == pt->id) {
-        struct mcq_dent *d = mcq_part_dent(pt, &pt->lb[0]);
+        struct mcq_dent *d = part_dent(pt, &pt->lb[0]);
         pt->lb_solo = d ? d->ps : NULL;
     }
 }
@@ -1656,7 +1657,7 @@ void mcq_socket_close(struct mcq_socket *s)
 
 int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m)
 {
-    if (!sh || !s || !m || mcq_msg_count(m) == 0)
+    if (!sh || !s || !m || m->n == 0)
         return -EINVAL;
     struct mcq_part *pt = part_here(s, sh);
     if (pt->closing || pt->quiet)

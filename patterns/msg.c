@@ -13,20 +13,6 @@ struct mcq_msg *mcq_msg_new(struct mcq_shard *sh)
     return ps ? mcq_msg_new_on(ps) : NULL;
 }
 
-struct mcq_msg *mcq_msg_new_on(struct mcq_proto_shard *ps)
-{
-    struct mcq_msg *m = mcq_slab_alloc(&ps->msgs);
-    if (!m)
-        return NULL;
-    m->next = NULL;
-    m->ps = ps;
-    m->f = m->inl;
-    m->n = 0;
-    m->cap = MCQ_MSG_INLINE_FRAMES;
-    m->size = 0;
-    return m;
-}
-
 void mcq_msg_free(struct mcq_msg *m)
 {
     if (!m)

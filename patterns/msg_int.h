@@ -43,8 +43,21 @@ static inline int mcq_msg_push_view(struct mcq_msg *m, struct mcq_view v)
     return 0;
 }
 
-/* mcq_msg_new for a caller that holds its shard's state already (the receive path). */
-struct mcq_msg *mcq_msg_new_on(struct mcq_proto_shard *ps);
+/* mcq_msg_new for a caller that holds its shard's state already (the receive path).
+ * Inline, so the caller's compiler sees the fresh message's room for frames. */
+static inline struct mcq_msg *mcq_msg_new_on(struct mcq_proto_shard *ps)
+{
+    struct mcq_msg *m = mcq_slab_alloc(&ps->msgs);
+    if (!m)
+        return NULL;
+    m->next = NULL;
+    m->ps = ps;
+    m->f = m->inl;
+    m->n = 0;
+    m->cap = MCQ_MSG_INLINE_FRAMES;
+    m->size = 0;
+    return m;
+}
 
 /* Copies out every frame that pins a mostly unrelated page (see above). 0 or -ENOMEM (the
  * frames copied so far stay copied; the message is intact either way). */

@@ -283,9 +283,6 @@ int mcq_route_send(struct mcq_part *pt, struct mcq_msg *m)
     if (type == MCQ_PUSH || type == MCQ_DEALER)
         return mcq_part_lb_send(pt, m, false, NULL);
     switch (type) {
-    case MCQ_DEALER:
-    case MCQ_PUSH:
-        return mcq_part_lb_send(pt, m, false, NULL);
     case MCQ_REQ:
         return req_send(pt, m);
     case MCQ_REP:

@@ -200,7 +200,7 @@ static struct mcq_view *batch_get(struct mcq_proto_shard *ps, size_t n)
  * 16-byte moves (the last one overlapping the end) do not have it. */
 static void copy_small(uint8_t *dst, const uint8_t *src, uint32_t len)
 {
-    enum { CHUNK = 16, WORD = 8, HALF = 4 };
+    enum { CHUNK = 16, WORD = 8, HALF = 4 }; /* bytes per move */
     if (len >= CHUNK) {
         uint32_t i = 0;
         for (; i + CHUNK < len; i += CHUNK)

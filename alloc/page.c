@@ -145,6 +145,16 @@ void mcq_view_release(struct mcq_ref *r)
         /* The owner's views live only on the owner thread, so this is the owner dropping
          * their unit: no need to consult the current arena. */
         struct mcq_page *p = (struct mcq_page *)r;
+        /* A count of 1 is the owner views' own unit: no export is in flight, and none can
+         * appear (exports come from views, and every other holder keeps a unit of its
+         * own), so the page is ours alone and freeing it needs no atomic read-modify-write,
+         * the common case for a message body that never left its shard. Acquire: exports
+         * dropped elsewhere finished their reads before we reuse the bytes. */
+        if (atomic_load_explicit(&p->shared, memory_order_acquire) == 1) {
+            atomic_store_explicit(&p->shared, 0, memory_order_relaxed);
+            page_free_local(p->owner, p);
+            return;
+        }
         if (atomic_fetch_sub_explicit(&p->shared, 1, memory_order_acq_rel) == 1)
             page_free_local(p->owner, p);
         return;

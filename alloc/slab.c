@@ -76,7 +76,7 @@ int mcq_slab_fini(struct mcq_slab *s)
 
 /* Takes one chunk from the arena and threads its objects onto the free list in address
  * order, so consecutive allocations are adjacent in memory. */
-static int slab_grow(struct mcq_slab *s)
+int mcq_slab_grow(struct mcq_slab *s)
 {
     unsigned char *chunk = mcq_arena_alloc(s->_arena, chunk_bytes(s), MCQ_SLAB_ALIGN);
     if (!chunk)
@@ -91,30 +91,4 @@ static int slab_grow(struct mcq_slab *s)
     }
     ASAN_POISON_MEMORY_REGION(first, s->_per_chunk * s->_stride);
     return 0;
-}
-
-void *mcq_slab_alloc(struct mcq_slab *s)
-{
-    if (!s->_free && slab_grow(s) < 0)
-        return NULL;
-    void *obj = s->_free;
-    ASAN_UNPOISON_MEMORY_REGION(obj, s->_stride);
-    s->_free = *(void **)obj;
-    /* Only the caller's bytes are addressable: overruns into the stride padding trap. */
-    ASAN_POISON_MEMORY_REGION((unsigned char *)obj + s->_size, s->_stride - s->_size);
-    s->_in_use++;
-    mcq_stat_add(s->_counter, 1);
-    return obj;
-}
-
-void mcq_slab_free(struct mcq_slab *s, void *obj)
-{
-    if (!obj)
-        return;
-    ASAN_UNPOISON_MEMORY_REGION(obj, s->_stride);
-    *(void **)obj = s->_free;
-    s->_free = obj;
-    ASAN_POISON_MEMORY_REGION(obj, s->_stride);
-    s->_in_use--;
-    mcq_stat_sub(s->_counter, 1);
 }

@@ -8,6 +8,7 @@
 #ifndef MCQ_ALLOC_SLAB_H
 #define MCQ_ALLOC_SLAB_H
 
+#include <sanitizer/asan_interface.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,12 +39,48 @@ int mcq_slab_init(struct mcq_slab *s, struct mcq_arena *a, size_t obj_size);
  * already). -EBUSY, changing nothing, while objects are still allocated. */
 int mcq_slab_fini(struct mcq_slab *s);
 
+/* mcq_slab_alloc's refill from the arena when the free list is empty; not for direct use.
+ * 0 or -ENOMEM. */
+int mcq_slab_grow(struct mcq_slab *s);
+
+/* Adds delta to the arena counter of objects in use; for the inline alloc and free below,
+ * which run for every message (its slab object). Written like arena_impl.h's mcq_stat_add:
+ * only the owner thread writes the counter, others may read it. */
+static inline void mcq_slab_count(const struct mcq_slab *s, int64_t delta)
+{
+    atomic_store_explicit(s->_counter,
+                          atomic_load_explicit(s->_counter, memory_order_relaxed) + (uint64_t)delta,
+                          memory_order_relaxed);
+}
+
 /* Returns an uninitialised object aligned to MCQ_SLAB_ALIGN, or NULL when the arena is out
  * of memory. */
-void *mcq_slab_alloc(struct mcq_slab *s);
+static inline void *mcq_slab_alloc(struct mcq_slab *s)
+{
+    if (!s->_free && mcq_slab_grow(s) < 0)
+        return NULL;
+    void *obj = s->_free;
+    ASAN_UNPOISON_MEMORY_REGION(obj, s->_stride);
+    s->_free = *(void **)obj;
+    /* Only the caller's bytes are addressable: overruns into the stride padding trap. */
+    ASAN_POISON_MEMORY_REGION((unsigned char *)obj + s->_size, s->_stride - s->_size);
+    s->_in_use++;
+    mcq_slab_count(s, 1);
+    return obj;
+}
 
 /* Returns `obj` (from mcq_slab_alloc on the same slab) to the free list. NULL is ignored. */
-void mcq_slab_free(struct mcq_slab *s, void *obj);
+static inline void mcq_slab_free(struct mcq_slab *s, void *obj)
+{
+    if (!obj)
+        return;
+    ASAN_UNPOISON_MEMORY_REGION(obj, s->_stride);
+    *(void **)obj = s->_free;
+    s->_free = obj;
+    ASAN_POISON_MEMORY_REGION(obj, s->_stride);
+    s->_in_use--;
+    mcq_slab_count(s, -1);
+}
 
 /* Objects currently allocated from the slab. */
 static inline size_t mcq_slab_in_use(const struct mcq_slab *s)

@@ -10,18 +10,7 @@
 struct mcq_msg *mcq_msg_new(struct mcq_shard *sh)
 {
     struct mcq_proto_shard *ps = mcq_proto_shard_get(sh);
-    if (!ps)
-        return NULL;
-    struct mcq_msg *m = mcq_slab_alloc(&ps->msgs);
-    if (!m)
-        return NULL;
-    m->next = NULL;
-    m->ps = ps;
-    m->f = m->inl;
-    m->n = 0;
-    m->cap = MCQ_MSG_INLINE_FRAMES;
-    m->size = 0;
-    return m;
+    return ps ? mcq_msg_new_on(ps) : NULL;
 }
 
 void mcq_msg_free(struct mcq_msg *m)
@@ -34,11 +23,11 @@ void mcq_msg_free(struct mcq_msg *m)
     if (m->f != m->inl)
         mcq_arena_free(ps->arena, m->f);
     mcq_slab_free(&ps->msgs, m);
-    mcq_proto_shard_settle(ps);
+    if (ps->stopping) /* only a stopping shard's state can be due for destruction */
+        mcq_proto_shard_settle(ps);
 }
 
-/* Room for one more frame. */
-static int msg_grow(struct mcq_msg *m)
+int mcq_msg_grow(struct mcq_msg *m)
 {
     if (m->n < m->cap)
         return 0;
@@ -72,18 +61,31 @@ static int msg_copy(struct mcq_msg *m, const void *data, size_t len, struct mcq_
 
 int mcq_msg_append_view(struct mcq_msg *m, struct mcq_view *v)
 {
-    int rc = msg_grow(m);
-    if (rc < 0)
-        return rc;
-    m->f[m->n++] = *v;
-    m->size += v->len;
-    *v = (struct mcq_view){0};
+    if (m->n == m->cap) {
+        int rc = mcq_msg_grow(m);
+        if (rc < 0)
+            return rc;
+    }
+    /* Field by field: *v was usually just written field by field (mcq_page_alloc), and a
+     * load spanning two of those stores waits for them to retire (no store forwarding:
+     * ~8 % of a 64 B PUSH send). The empty asm keeps the compiler from merging the two
+     * 32-bit loads into one. */
+    struct mcq_view *f = &m->f[m->n++];
+    uint32_t off = v->off;
+    __asm__("" : "+r"(off));
+    f->ref = v->ref;
+    f->off = off;
+    f->len = v->len;
+    m->size += f->len;
+    v->ref = NULL;
+    v->off = 0;
+    v->len = 0;
     return 0;
 }
 
 int mcq_msg_append(struct mcq_msg *m, const void *data, size_t len)
 {
-    int rc = msg_grow(m);
+    int rc = mcq_msg_grow(m);
     if (rc < 0)
         return rc;
     struct mcq_view v;
@@ -100,7 +102,7 @@ int mcq_msg_append_empty(struct mcq_msg *m)
 
 int mcq_msg_prepend(struct mcq_msg *m, const void *data, size_t len)
 {
-    int rc = msg_grow(m);
+    int rc = mcq_msg_grow(m);
     if (rc < 0)
         return rc;
     struct mcq_view v;

@@ -28,6 +28,37 @@ struct mcq_msg {
     struct mcq_view inl[MCQ_MSG_INLINE_FRAMES];
 };
 
+/* Room for one more frame (the array doubles when full). 0 or -ENOMEM. */
+int mcq_msg_grow(struct mcq_msg *m);
+
+/* mcq_msg_append_view with the view passed by value; takes its reference on 0. For the
+ * receive path, which builds the view in registers: handing it over through memory to the
+ * out-of-line append cost a store and a reload per frame. 0 or -ENOMEM. */
+static inline int mcq_msg_push_view(struct mcq_msg *m, struct mcq_view v)
+{
+    if (m->n == m->cap && mcq_msg_grow(m) < 0)
+        return -ENOMEM;
+    m->f[m->n++] = v;
+    m->size += v.len;
+    return 0;
+}
+
+/* mcq_msg_new for a caller that holds its shard's state already (the receive path).
+ * Inline, so the caller's compiler sees the fresh message's room for frames. */
+static inline struct mcq_msg *mcq_msg_new_on(struct mcq_proto_shard *ps)
+{
+    struct mcq_msg *m = mcq_slab_alloc(&ps->msgs);
+    if (!m)
+        return NULL;
+    m->next = NULL;
+    m->ps = ps;
+    m->f = m->inl;
+    m->n = 0;
+    m->cap = MCQ_MSG_INLINE_FRAMES;
+    m->size = 0;
+    return m;
+}
+
 /* Copies out every frame that pins a mostly unrelated page (see above). 0 or -ENOMEM (the
  * frames copied so far stay copied; the message is intact either way). */
 int mcq_msg_unpin(struct mcq_msg *m);

@@ -393,10 +393,11 @@ static int pair_send(struct mcq_part *pt, struct mcq_msg *m)
 
 int mcq_route_send(struct mcq_part *pt, struct mcq_msg *m)
 {
-    switch (pt->s->type) {
-    case MCQ_DEALER:
-    case MCQ_PUSH:
+    int type = pt->s->type;
+    /* The streaming types first, by plain compares rather than the switch's jump table. */
+    if (type == MCQ_PUSH || type == MCQ_DEALER)
         return mcq_part_lb_send(pt, m, false, NULL);
+    switch (type) {
     case MCQ_REQ:
         return req_send(pt, m);
     case MCQ_REP:

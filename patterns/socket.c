@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include "alloc/arena.h"
+#include "patterns/msg_int.h"
 #include "patterns/socket_int.h"
 #include "runtime/log.h"
 
@@ -242,7 +243,8 @@ struct mcq_peer_ref mcq_pstate_ref(const struct mcq_pstate *ps)
     return (struct mcq_peer_ref){.slot = ps->slot, .gen = ps->gen, .shard = ps->pt->id};
 }
 
-struct mcq_dent *mcq_part_dent(struct mcq_part *pt, const struct mcq_peer_ref *r)
+/* The bodies of mcq_part_dent and mcq_part_local, inlined into the send path. */
+static inline struct mcq_dent *part_dent(struct mcq_part *pt, const struct mcq_peer_ref *r)
 {
     if (r->shard >= pt->s->n)
         return NULL;
@@ -252,12 +254,22 @@ struct mcq_dent *mcq_part_dent(struct mcq_part *pt, const struct mcq_peer_ref *r
     return &t->v[r->slot];
 }
 
-struct mcq_pstate *mcq_part_local(struct mcq_part *pt, const struct mcq_peer_ref *r)
+static inline struct mcq_pstate *part_local(struct mcq_part *pt, const struct mcq_peer_ref *r)
 {
     if (r->shard != pt->id)
         return NULL;
-    struct mcq_dent *d = mcq_part_dent(pt, r);
+    struct mcq_dent *d = part_dent(pt, r);
     return d ? d->ps : NULL;
+}
+
+struct mcq_dent *mcq_part_dent(struct mcq_part *pt, const struct mcq_peer_ref *r)
+{
+    return part_dent(pt, r);
+}
+
+struct mcq_pstate *mcq_part_local(struct mcq_part *pt, const struct mcq_peer_ref *r)
+{
+    return part_local(pt, r);
 }
 
 static struct mcq_dent *dent_make(struct mcq_part *pt, const struct mcq_peer_ref *r)
@@ -277,6 +289,16 @@ static struct mcq_dent *dent_make(struct mcq_part *pt, const struct mcq_peer_ref
     return &t->v[r->slot];
 }
 
+/* The LB ring changed: the send path's shortcut to a sole local peer follows it. */
+static void lb_changed(struct mcq_part *pt)
+{
+    pt->lb_solo = NULL;
+    if (pt->lb_len == 1 && pt->lb[0].shard == pt->id) {
+        struct mcq_dent *d = part_dent(pt, &pt->lb[0]);
+        pt->lb_solo = d ? d->ps : NULL;
+    }
+}
+
 static void lb_remove(struct mcq_part *pt, struct mcq_dent *d)
 {
     uint32_t pos = (uint32_t)d->lb_pos;
@@ -290,6 +312,7 @@ static void lb_remove(struct mcq_part *pt, struct mcq_dent *d)
     }
     if (pt->lb_next >= pt->lb_len)
         pt->lb_next = 0;
+    lb_changed(pt);
 }
 
 static int lb_add(struct mcq_part *pt, struct mcq_dent *d, const struct mcq_peer_ref *r)
@@ -304,6 +327,7 @@ static int lb_add(struct mcq_part *pt, struct mcq_dent *d, const struct mcq_peer
     }
     d->lb_pos = (int32_t)pt->lb_len;
     pt->lb[pt->lb_len++] = *r;
+    lb_changed(pt);
     return 0;
 }
 
@@ -716,24 +740,45 @@ static void task_data(struct mcq_shard *sh, void *arg)
     mcq_heldq_push(&ps->backlog, h);
 }
 
+static int route_remote(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq_msg *m,
+                        bool req);
+
+/* part_route to a local peer (ps may be NULL: gone). */
+static inline int route_local(struct mcq_part *pt, struct mcq_pstate *ps, struct mcq_msg *m,
+                              bool req)
+{
+    if (!ps || !ps->up || ps->refused)
+        return -EHOSTUNREACH;
+    /* Behind other shards' messages (the backlog's refusal already armed writable()), or
+     * answering another shard's request (its reply fires on_writable here). */
+    if (ps->backlog.head || req_busy(ps, req))
+        return -EAGAIN;
+    int rc = mcq_peer_send(ps->peer, m);
+    if (rc == -ENOTCONN)
+        return -EHOSTUNREACH;
+    /* A local send owes no credits; only a REQ request marks the peer busy. */
+    if (rc == 0 && req)
+        handed_over(ps, pt->id, req);
+    return rc;
+}
+
+static inline int part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq_msg *m,
+                             bool req)
+{
+    if (r->shard == pt->id)
+        return route_local(pt, part_local(pt, r), m, req);
+    return route_remote(pt, r, m, req);
+}
+
 int mcq_part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq_msg *m, bool req)
 {
-    if (r->shard == pt->id) {
-        struct mcq_pstate *ps = mcq_part_local(pt, r);
-        if (!ps || !ps->up || ps->refused)
-            return -EHOSTUNREACH;
-        /* Behind other shards' messages (the backlog's refusal already armed writable()), or
-         * answering another shard's request (its reply fires on_writable here). */
-        if (ps->backlog.head || req_busy(ps, req))
-            return -EAGAIN;
-        int rc = mcq_peer_send(ps->peer, m);
-        if (rc == -ENOTCONN)
-            return -EHOSTUNREACH;
-        if (rc == 0)
-            handed_over(ps, pt->id, req);
-        return rc;
-    }
-    struct mcq_dent *d = mcq_part_dent(pt, r);
+    return part_route(pt, r, m, req);
+}
+
+static int route_remote(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq_msg *m,
+                        bool req)
+{
+    struct mcq_dent *d = part_dent(pt, r);
     if (!d)
         return -EHOSTUNREACH;
     if (!d->credits)
@@ -757,12 +802,26 @@ int mcq_part_route(struct mcq_part *pt, const struct mcq_peer_ref *r, struct mcq
 
 int mcq_part_lb_send(struct mcq_part *pt, struct mcq_msg *m, bool req, struct mcq_peer_ref *chosen)
 {
+    if (pt->lb_solo) {
+        /* One peer, on this shard (a connecting PUSH, a DEALER with one server): skip the
+         * ring and the directory lookup, a chain of dependent loads per message. */
+        int rc = route_local(pt, pt->lb_solo, m, req);
+        if (rc == 0 && chosen)
+            *chosen = pt->lb[0];
+        if (rc != -EAGAIN && rc != -EHOSTUNREACH)
+            return rc;
+        pt->want_writable = true;
+        return -EAGAIN;
+    }
+    /* lb_next < lb_len (lb_remove keeps it so); wrap by comparison, not division. */
+    uint32_t idx = pt->lb_next;
     for (uint32_t i = 0; i < pt->lb_len; i++) {
-        uint32_t idx = (pt->lb_next + i) % pt->lb_len;
         struct mcq_peer_ref r = pt->lb[idx];
-        int rc = mcq_part_route(pt, &r, m, req);
+        if (++idx == pt->lb_len)
+            idx = 0;
+        int rc = part_route(pt, &r, m, req);
         if (rc == 0) {
-            pt->lb_next = (idx + 1) % pt->lb_len;
+            pt->lb_next = idx;
             if (chosen)
                 *chosen = r;
             return 0;
@@ -1659,7 +1718,7 @@ void mcq_socket_close(struct mcq_socket *s)
 
 int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m)
 {
-    if (!sh || !s || !m || mcq_msg_count(m) == 0)
+    if (!sh || !s || !m || m->n == 0)
         return -EINVAL;
     struct mcq_part *pt = part_here(s, sh);
     if (pt->closing || pt->quiet)

@@ -185,6 +185,7 @@ struct mcq_part {
     struct mcq_dtab *dir;                     /* [nshards] */
     struct mcq_peer_ref *lb;
     uint32_t lb_len, lb_cap, lb_next;
+    struct mcq_pstate *lb_solo; /* the LB ring's only peer when it is local, else NULL */
     struct mcq_idmap ids;       /* bound routing ids (ROUTER) or "" (PAIR) */
     struct mcq_idmap claims;    /* as arbiter: the authoritative holders */
     struct xctl *claim_waiting; /* as arbiter: refused ROUTER claims, newest first */

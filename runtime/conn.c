@@ -914,6 +914,38 @@ int mcq_conn_sendv(struct mcq_conn *c, struct mcq_view *v, unsigned n)
     return 0;
 }
 
+int mcq_conn_send_slice(struct mcq_conn *c, const struct mcq_view *page, uint32_t off, uint32_t len)
+{
+    if (c->state != CONN_OPEN || c->shut_requested)
+        return c->state == CONN_CONNECTING ? -ENOTCONN : -EPIPE;
+    if (conn_queue_full(c)) {
+        c->want_writable = true;
+        return -EAGAIN;
+    }
+    if (off > page->len || len > page->len - off)
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    struct view_queue *q = &c->out;
+    struct mcq_view *last = q->len ? vq_at(q, q->len - 1) : NULL;
+    if (last && last->ref == page->ref && last->off + last->len == page->off + off &&
+        len <= UINT32_MAX - last->len) {
+        last->len += len;
+    } else {
+        struct mcq_view v;
+        mcq_view_slice(page, off, len, &v);
+        if (vq_push(c->m->arena, q, &v) < 0) {
+            mcq_view_unref(&v);
+            return -ENOMEM;
+        }
+    }
+    c->out_bytes += len;
+    if (conn_queue_full(c))
+        c->want_writable = true;
+    mcq_shard_defer(c->m->sh, &c->turn);
+    return 0;
+}
+
 bool mcq_conn_writable(const struct mcq_conn *c)
 {
     return c->state == CONN_OPEN && !c->shut_requested && !conn_queue_full(c);

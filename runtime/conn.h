@@ -103,6 +103,14 @@ int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v);
  * (on_writable follows), -ENOTCONN, -EPIPE, -ENOMEM. */
 int mcq_conn_sendv(struct mcq_conn *c, struct mcq_view *v, unsigned n);
 
+/* Queues bytes [off, off + len) of *page (borrowed), like mcq_conn_send of a slice of it,
+ * but bytes that continue the queue's last view just extend it (no new reference): the
+ * cheap way to stream many small writes into one page. The caller must not change the
+ * bytes afterwards. Same results as mcq_conn_send, and -EINVAL when the range is not
+ * inside *page. */
+int mcq_conn_send_slice(struct mcq_conn *c, const struct mcq_view *page, uint32_t off,
+                        uint32_t len);
+
 /* Whether a send would be accepted now (open and the queue below its bounds). */
 bool mcq_conn_writable(const struct mcq_conn *c);
 

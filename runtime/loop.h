@@ -34,7 +34,14 @@ struct mcq_deferred {
     struct mcq_deferred *_next;
     bool _queued;
 };
-void mcq_shard_defer(struct mcq_shard *sh, struct mcq_deferred *d);
+/* mcq_shard_defer's slow half: queues d, which is not queued. Not for direct use. */
+void mcq_shard_defer_queue(struct mcq_shard *sh, struct mcq_deferred *d);
+/* Inline: hot senders defer their connection once per message and it is queued already. */
+static inline void mcq_shard_defer(struct mcq_shard *sh, struct mcq_deferred *d)
+{
+    if (!d->_queued)
+        mcq_shard_defer_queue(sh, d);
+}
 void mcq_shard_undefer(struct mcq_shard *sh, struct mcq_deferred *d);
 
 /* A shard stops in two stages. Drain hooks run first, when the runtime begins stopping: a

@@ -191,7 +191,7 @@ int mcq_shard_submit_now(struct mcq_shard *sh)
     return rc < 0 ? rc : 0;
 }
 
-void mcq_shard_defer(struct mcq_shard *sh, struct mcq_deferred *d)
+void mcq_shard_defer_queue(struct mcq_shard *sh, struct mcq_deferred *d)
 {
     if (d->_queued)
         return;

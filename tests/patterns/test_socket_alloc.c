@@ -19,9 +19,10 @@ int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile
 #endif
 
 static _Atomic bool counting;
-static _Atomic unsigned long shard_mallocs[T_SHARDS];
 
 #ifdef T_COUNT_MALLOCS
+static _Atomic unsigned long shard_mallocs[T_SHARDS];
+
 static void on_malloc(const volatile void *p, size_t size)
 {
     (void)p;

@@ -1,6 +1,6 @@
 /* mcq_conn_sendv (all or nothing), adjacent views of one page merging into one queued
- * view, and a FLUSH close that keeps sending a long queue until it is out. Real sockets;
- * the work runs on the shard through posted tasks. */
+ * view (also through mcq_conn_send_slice), and a FLUSH close that keeps sending a long queue until
+ * it is out. Real sockets; the work runs on the shard through posted tasks. */
 #include <criterion/criterion.h>
 
 #include <stdlib.h>
@@ -123,6 +123,24 @@ static void task_fill(struct mcq_shard *sh, void *arg)
     test_event_signal(&st.done_ev);
 }
 
+/* The slices of one page sent one by one with mcq_conn_send_slice: each continues the
+ * last, so the queue holds one view with one reference; a bad range is refused. */
+static void task_slices(struct mcq_shard *sh, void *arg)
+{
+    (void)arg;
+    struct mcq_conn *c = atomic_load(&st.conn);
+    struct mcq_view page;
+    mcq_page_alloc(mcq_shard_arena(sh), SMALL_VIEWS * SMALL_BYTES, &page);
+    fill_page(&page);
+    st.rc = mcq_conn_send_slice(c, &page, SMALL_VIEWS * SMALL_BYTES, 1) == -EINVAL ? 0 : -1;
+    for (unsigned i = 0; i < SMALL_VIEWS && st.rc == 0; i++)
+        st.rc = mcq_conn_send_slice(c, &page, i * SMALL_BYTES, SMALL_BYTES);
+    /* Ours plus the queued view's, however many slices went. */
+    st.kept_refs = page.ref->_local != 2;
+    mcq_view_unref(&page);
+    test_event_signal(&st.done_ev);
+}
+
 static void read_pattern(int fd, size_t len)
 {
     uint8_t *buf = malloc(len);
@@ -157,6 +175,24 @@ Test(conn_sendv, whole_or_nothing_and_adjacent_views_merge, .init = setup, .time
         read_pattern(fd, SMALL_BYTES);
     }
     cr_assert(test_event_wait(&st.writable_ev, 1, WAIT_S), "no on_writable after draining");
+    close(fd);
+    mcq_listener_close(l);
+    mcq_runtime_destroy(rt);
+}
+
+Test(conn_sendv, send_slice_extends_the_last_view, .init = setup, .timeout = 60)
+{
+    struct mcq_runtime *rt = start_runtime(1);
+    struct mcq_conn_cfg cfg = {.handler = &handler};
+    struct mcq_listener *l;
+    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
+    struct mcq_sockaddr addr = listener_addr(l);
+    int fd = client_connect(&addr);
+    cr_assert(test_event_wait(&st.open_ev, 1, WAIT_S));
+    run(rt, task_slices);
+    cr_assert_eq(st.rc, 0);
+    cr_assert_not(st.kept_refs, "adjacent slices took a reference each");
+    read_pattern(fd, SMALL_VIEWS * SMALL_BYTES);
     close(fd);
     mcq_listener_close(l);
     mcq_runtime_destroy(rt);

@@ -185,11 +185,7 @@ struct inbox {
 static inline void inbox_init(struct inbox *in)
 {
     pthread_mutex_init(&in->lock, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&in->cond, &a);
-    pthread_condattr_destroy(&a);
+    cond_init_monotonic(&in->cond);
     in->head = in->tail = NULL;
     in->total = 0;
 }
@@ -206,19 +202,6 @@ static inline void inbox_push(struct inbox *in, struct tmsg *m)
     in->total++;
     pthread_cond_broadcast(&in->cond);
     pthread_mutex_unlock(&in->lock);
-}
-
-static inline struct timespec deadline_in(double timeout_s)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)timeout_s;
-    until.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    return until;
 }
 
 /* The oldest message, or NULL after timeout_s. The caller owns it. */

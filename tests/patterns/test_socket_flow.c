@@ -132,8 +132,7 @@ Test(socket_flow, router_id_survives_reconnect)
         cr_assert(rx_frame_is(in, 0, "W"));
         t_free_rx(in);
         struct t_send j = {.nf = 2, .f = {"W", "back"}, .len = {1, 4}};
-        struct timespec until, now;
-        t_deadline(&until, T_WAIT_S);
+        struct timespec until = deadline_in(T_WAIT_S), now;
         int rc;
         while ((rc = t_send_job((unsigned)round % T_SHARDS, &j)) == -EHOSTUNREACH) {
             clock_gettime(CLOCK_MONOTONIC, &now);
@@ -171,8 +170,7 @@ static void router_hwm(bool mandatory)
     t_free_rx(in);
     unsigned from = (app.up_shard + 2) % T_SHARDS;
     struct t_send j = {.nf = 2, .f = {"X", big}, .len = {1, BIG_BYTES}};
-    struct timespec until, now;
-    t_deadline(&until, T_WAIT_S);
+    struct timespec until = deadline_in(T_WAIT_S), now;
     int rc;
     while ((rc = t_send_job(from, &j)) == -EHOSTUNREACH) {
         clock_gettime(CLOCK_MONOTONIC, &now);

@@ -149,16 +149,24 @@ static inline void t_free_rx(struct t_rx *r)
     free(r);
 }
 
+/* A new unpinned runtime of `shards` shards; the caller destroys it. */
+static inline struct mcq_runtime *t_runtime(unsigned shards)
+{
+    struct mcq_config cfg = mcq_config_default();
+    cfg.shards = shards;
+    cfg.pin = false;
+    struct mcq_runtime *rt = NULL;
+    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
+    return rt;
+}
+
 static inline void t_setup(void)
 {
     memset(&app, 0, sizeof(app));
     pthread_mutex_init(&app.lock, NULL);
     cond_init_monotonic(&app.cond);
     app.tail = &app.head;
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = T_SHARDS;
-    cfg.pin = false;
-    cr_assert_eq(mcq_runtime_create(&cfg, &app.rt), 0);
+    app.rt = t_runtime(T_SHARDS);
     app.zctx = zmq_ctx_new();
     cr_assert_not_null(app.zctx);
 }

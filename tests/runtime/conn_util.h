@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -125,6 +126,24 @@ static inline int client_connect(const struct mcq_sockaddr *addr)
     int fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0);
     cr_assert_eq(connect(fd, &addr->sa, addr->len), 0, "connect: %s", strerror(errno));
+    return fd;
+}
+
+#define NO_LISTEN (-1) /* loopback_socket: bind only */
+
+/* A loopback TCP socket bound to an ephemeral port, listening with `backlog` unless it is
+ * NO_LISTEN; its address into *sin and its endpoint into ep. The caller closes it. */
+static inline int loopback_socket(int backlog, struct sockaddr_in *sin, char *ep, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    *sin = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)sin, sizeof(*sin)), 0);
+    if (backlog != NO_LISTEN)
+        cr_assert_eq(listen(fd, backlog), 0);
+    socklen_t sl = sizeof(*sin);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)sin, &sl), 0);
+    snprintf(ep, len, "tcp://127.0.0.1:%u", ntohs(sin->sin_port));
     return fd;
 }
 

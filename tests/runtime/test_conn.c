@@ -555,13 +555,9 @@ Test(conn, connect_refused_and_bad_endpoints, .timeout = 60)
     static const struct mcq_conn_handler h = {.on_open = ping_open, .on_close = hs_close};
     struct mcq_runtime *rt = start_runtime(1);
     /* A bound socket that does not listen: connecting to its port is refused. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t len = sizeof(sin);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    struct sockaddr_in sin;
     char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", ntohs(sin.sin_port));
+    int fd = loopback_socket(NO_LISTEN, &sin, ep, sizeof(ep));
     struct connect_req r = {.endpoint = ep, .timeout_ms = 5000, .h = &h};
     cr_assert_eq(run_connect(rt, 0, &r), 0);
     cr_assert(test_event_wait(&hs.close_ev, 1, 10));
@@ -591,16 +587,11 @@ Test(conn, connect_times_out_against_a_full_backlog, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(1);
     /* A loopback listener with backlog 0 that never accepts: once one connection waits in
      * its queue, the kernel drops further SYNs, so the next connect hangs in SYN_SENT. */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    cr_assert_eq(listen(lfd, 0), 0);
-    socklen_t len = sizeof(sin);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    struct sockaddr_in sin;
+    char ep[64];
+    int lfd = loopback_socket(0, &sin, ep, sizeof(ep));
     int filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_eq(connect(filler, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", ntohs(sin.sin_port));
     uint64_t t0 = now_ns();
     struct connect_req r = {.endpoint = ep, .timeout_ms = 300, .h = &h};
     cr_assert_eq(run_connect(rt, 0, &r), 0);

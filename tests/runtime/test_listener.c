@@ -51,13 +51,8 @@ Test(listener, port_in_use_is_eaddrinuse)
     cr_assert_eq(mcq_conn_listen(rt, ep, &echo_cfg, &again), -EADDRINUSE);
 
     /* A plain socket of someone else listening on a port. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    cr_assert_eq(listen(fd, 1), 0);
-    socklen_t len = sizeof(sin);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", ntohs(sin.sin_port));
+    struct sockaddr_in sin;
+    int fd = loopback_socket(1, &sin, ep, sizeof(ep));
     cr_assert_eq(mcq_conn_listen(rt, ep, &echo_cfg, &again), -EADDRINUSE);
     close(fd);
 

@@ -414,6 +414,16 @@ static void zbind_free(void *s, char *ep, size_t len)
     cr_assert_eq(zmq_bind(s, ep), 0, "%s", zmq_strerror(zmq_errno()));
 }
 
+/* Binds s to a free loopback port (endpoint into ep) and has our peer connect to it; returns
+ * once the peer is ready. */
+static void zbind_free_and_connect(void *s, char *ep, size_t len)
+{
+    zbind_free(s, ep, len);
+    on_shard(do_connect, ep);
+    cr_assert_eq(ow.send_rc, 0);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+}
+
 /* --- tests ------------------------------------------------------------------------------------ */
 
 TestSuite(peer, .init = setup, .fini = teardown, .timeout = 60);
@@ -481,10 +491,7 @@ Test(peer, connecting_null_to_libzmq_router)
     void *ctx = zmq_ctx_new();
     void *r = zsock(ctx, ZMQ_ROUTER);
     char ep[TCP_EP_MAX];
-    zbind_free(r, ep, sizeof(ep));
-    on_shard(do_connect, ep);
-    cr_assert_eq(ow.send_rc, 0);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    zbind_free_and_connect(r, ep, sizeof(ep));
     cr_assert_eq(ow.peer_type, ZMQ_ROUTER);
     struct send_req s = {.n = 2, .data = {"hi", "there"}, .len = {2, 5}};
     on_shard(do_send, &s);
@@ -516,9 +523,7 @@ Test(peer, reconnects_after_libzmq_restarts)
     void *ctx = zmq_ctx_new();
     void *r = zsock(ctx, ZMQ_ROUTER);
     char ep[TCP_EP_MAX];
-    zbind_free(r, ep, sizeof(ep));
-    on_shard(do_connect, ep);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    zbind_free_and_connect(r, ep, sizeof(ep));
     zmq_close(r);
     cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S), "loss not reported");
     cr_assert(ow.last_reconnecting);
@@ -1035,9 +1040,7 @@ Test(peer, sub_side_subscribes_to_libzmq_pub)
     void *ctx = zmq_ctx_new();
     void *pub = zsock(ctx, ZMQ_PUB);
     char ep[TCP_EP_MAX];
-    zbind_free(pub, ep, sizeof(ep));
-    on_shard(do_connect, ep);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    zbind_free_and_connect(pub, ep, sizeof(ep));
     cr_assert_eq(ow.sub_rc, 0);
     /* PUB drops until our subscription arrives: publish until a message gets through. */
     bool got = false;
@@ -1085,10 +1088,8 @@ Test(peer, connecting_send_hwm_then_writable_after_drain)
     zmq_setsockopt(pull, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(pull, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     char ep[TCP_EP_MAX];
-    zbind_free(pull, ep, sizeof(ep));
     ow.cfg.zmtp.socket_type = MCQ_ZMTP_PUSH;
-    on_shard(do_connect, ep);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    zbind_free_and_connect(pull, ep, sizeof(ep));
     unsigned total = 0;
     for (unsigned round = 1; round <= 3; round++) {
         on_shard(do_fill, NULL);

@@ -161,6 +161,15 @@ static inline struct mcq_sockaddr listener_addr(const struct mcq_listener *l)
     return sa;
 }
 
+/* Listens on an ephemeral loopback tcp port with cfg (the listener into *l; the caller closes
+ * it) and returns the address a client connects to. */
+static inline struct mcq_sockaddr
+listen_loopback(struct mcq_runtime *rt, const struct mcq_conn_cfg *cfg, struct mcq_listener **l)
+{
+    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", cfg, l), 0);
+    return listener_addr(*l);
+}
+
 static inline void write_all_fd(int fd, const void *buf, size_t len)
 {
     const char *p = buf;

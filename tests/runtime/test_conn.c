@@ -279,8 +279,7 @@ Test(conn, client_reset_mid_stream_does_not_disturb_the_others, .timeout = 120)
     struct mcq_runtime *rt = start_runtime(ECHO_SHARDS);
     struct mcq_conn_cfg cfg = {.handler = &echo_handler, .sndq_max_bytes = 16384};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     unsigned n = RESET_NORMAL + RESET_RESETTERS;
     struct client cl[RESET_NORMAL + RESET_RESETTERS];
     for (unsigned i = 0; i < n; i++)
@@ -421,8 +420,7 @@ Test(conn, half_close_sends_eof_and_keeps_receiving, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(2);
     struct mcq_conn_cfg cfg = {.handler = &h};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     char buf[16];
     read_exact_fd(fd, buf, 5, 10000);
@@ -470,8 +468,7 @@ Test(conn, paused_connection_holds_data_until_resumed, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(2);
     struct mcq_conn_cfg cfg = {.handler = &h};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     cr_assert(test_event_wait(&hs.open_ev, 1, 10));
     write_all_fd(fd, pattern, PAUSE_BYTES);
@@ -648,8 +645,7 @@ Test(conn, steady_state_echo_allocates_nothing, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(1);
     struct mcq_conn_cfg cfg = {.handler = &echo_handler};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     uint8_t *buf = malloc(STEADY_CHUNK);
     echo_rounds(fd, STEADY_WARMUP, buf);

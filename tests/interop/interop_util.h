@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "patterns/monocoque.h"
+#include "runtime/runtime_util.h"
 #include "runtime/wait_util.h"
 
 #define IO_TIMEOUT_S 10.0    /* upper bound of any single wait, seconds */
@@ -682,17 +683,6 @@ static inline bool ms_wait_settled(struct msock *ms, unsigned n)
         return false;
     rt_fence(ms->rt, SETTLE_HOPS);
     return true;
-}
-
-static inline struct mcq_runtime *rt_start(void)
-{
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = TEST_SHARDS;
-    cfg.pin = false; /* 4 shards on the 2 cores here: let the scheduler place them */
-    struct mcq_runtime *rt = NULL;
-    int rc = mcq_runtime_create(&cfg, &rt);
-    cr_assert_eq(rc, 0, "mcq_runtime_create: %d", rc);
-    return rt;
 }
 
 /* --- libzmq side, driven by the test thread --------------------------------------------- */

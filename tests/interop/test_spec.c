@@ -40,7 +40,7 @@ static void env_start(struct env *e, const char *what, enum transport tr)
     snprintf(case_name, sizeof(case_name), "%s %s", what, tr_name(tr));
     cr_log_info("%s", case_name);
     e->ctx = zmq_ctx_new();
-    e->rt = rt_start();
+    e->rt = start_runtime(TEST_SHARDS);
 }
 
 static void env_stop(struct env *e)
@@ -68,6 +68,7 @@ static void ms_connect_n(struct env *e, struct msock **ms, int n, int type, enum
     }
 }
 
+/* Closes the libzmq sockets zs[0..n). */
 static void zs_close_n(void **zs, int n)
 {
     for (int i = 0; i < n; i++)

@@ -19,6 +19,7 @@
 
 #include "patterns/monocoque.h"
 #include "patterns/socket_int.h"
+#include "runtime/runtime_util.h"
 #include "runtime/wait_util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -149,24 +150,13 @@ static inline void t_free_rx(struct t_rx *r)
     free(r);
 }
 
-/* A new unpinned runtime of `shards` shards; the caller destroys it. */
-static inline struct mcq_runtime *t_runtime(unsigned shards)
-{
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = shards;
-    cfg.pin = false;
-    struct mcq_runtime *rt = NULL;
-    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
-    return rt;
-}
-
 static inline void t_setup(void)
 {
     memset(&app, 0, sizeof(app));
     pthread_mutex_init(&app.lock, NULL);
     cond_init_monotonic(&app.cond);
     app.tail = &app.head;
-    app.rt = t_runtime(T_SHARDS);
+    app.rt = start_runtime(T_SHARDS);
     app.zctx = zmq_ctx_new();
     cr_assert_not_null(app.zctx);
 }

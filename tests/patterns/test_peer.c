@@ -19,6 +19,7 @@
 #include "patterns/msg_int.h"
 #include "patterns/peer.h"
 #include "runtime/conn.h"
+#include "runtime/runtime_util.h"
 #include "runtime/wait_util.h"
 #include "zmtp/mechanism.h"
 
@@ -200,10 +201,7 @@ static void setup(void)
     ow.cfg.reconnect_ivl_max_ms = 200;
     ow.cfg.connect_timeout_ms = 1000;
     ow.lst.accept = own_accept;
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = 1;
-    cfg.pin = false;
-    cr_assert_eq(mcq_runtime_create(&cfg, &ow.rt), 0);
+    ow.rt = start_runtime(1);
 }
 
 /* Destroys the runtime with stderr captured: a clean stop leaves no message, page or

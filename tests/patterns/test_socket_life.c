@@ -139,7 +139,7 @@ static void echo_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg 
  * shard bits); ROUTER and PAIR still work. */
 Test(socket_life, single_shard_runtime, LIFE)
 {
-    struct mcq_runtime *rt = t_runtime(1);
+    struct mcq_runtime *rt = start_runtime(1);
     int types[] = {MCQ_ROUTER, MCQ_PAIR};
     int ztypes[] = {ZMQ_DEALER, ZMQ_PAIR};
     for (int t = 0; t < 2; t++) {
@@ -258,7 +258,7 @@ static struct mcq_socket *bulk_start(struct mcq_runtime *rt, struct bulk *b, str
  * nothing while the peer is connected, however much is still queued in the connection. */
 Test(socket_life, close_destroy_flushes_bulk, LIFE)
 {
-    struct mcq_runtime *rt = t_runtime(1);
+    struct mcq_runtime *rt = start_runtime(1);
     struct bulk b = {0};
     struct bulk_reader r = {0};
     pthread_t reader;
@@ -321,7 +321,7 @@ Test(socket_life, close_delivers_other_shard_sends, LIFE)
         mcq_socket_close(app.s);
         app.s = NULL;
         mcq_runtime_destroy(app.rt);
-        app.rt = t_runtime(T_SHARDS);
+        app.rt = start_runtime(T_SHARDS);
         pthread_join(reader, NULL);
         cr_assert_eq(rc, 0, "round %u: send %u failed: %d", round, sent, rc);
         cr_assert_eq(r.got, XCLOSE_MSGS, "round %u: close lost %u of %u messages", round,
@@ -405,7 +405,7 @@ static double linger_close_ms(bool by_destroy)
     pthread_join(reader, NULL);
     cr_assert_eq(r.got, LINGER_BURST, "the reader's burst fell short: %u", r.got);
     if (by_destroy)
-        app.rt = t_runtime(T_SHARDS);
+        app.rt = start_runtime(T_SHARDS);
     return ms;
 }
 
@@ -439,7 +439,7 @@ Test(socket_life, destroy_flushes_open_socket, LIFE)
     bulk_start(app.rt, &b, &r, &reader);
     bool sent = test_event_wait(&b.done, 1, T_WAIT_S);
     mcq_runtime_destroy(app.rt);
-    app.rt = t_runtime(T_SHARDS);
+    app.rt = start_runtime(T_SHARDS);
     pthread_join(reader, NULL);
     cr_assert(sent, "sending stalled at %u of %u", b.sent, BULK_MSGS);
     cr_assert_eq(b.rc, 0);

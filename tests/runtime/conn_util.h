@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "runtime/conn.h"
+#include "runtime_util.h"
 #include "wait_util.h"
 
 /* What the echo handler saw, summed over all shards. */
@@ -94,17 +95,6 @@ static const struct mcq_conn_handler echo_handler = {
     .on_writable = echo_on_writable,
     .on_close = echo_on_close,
 };
-
-static inline struct mcq_runtime *start_runtime(unsigned shards)
-{
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = shards;
-    cfg.pin = false; /* more shards than the 2 cores here: let the scheduler place them */
-    struct mcq_runtime *rt = NULL;
-    int rc = mcq_runtime_create(&cfg, &rt);
-    cr_assert_eq(rc, 0, "runtime: %s", strerror(-rc));
-    return rt;
-}
 
 /* Raises RLIMIT_NOFILE's soft limit to the hard one; false if even that is below need. */
 static inline bool raise_nofile(rlim_t need)

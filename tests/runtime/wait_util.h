@@ -1,5 +1,6 @@
-/* Test helper: a one-shot event a shard can signal and the test thread can await with a
- * deadline, so tests never sleep to synchronise and never hang. */
+/* Test helpers: CLOCK_MONOTONIC deadlines for condition waits, and a one-shot event a shard
+ * can signal and the test thread can await with a deadline, so tests never sleep to
+ * synchronise and never hang. */
 #ifndef MCQ_TESTS_WAIT_UTIL_H
 #define MCQ_TESTS_WAIT_UTIL_H
 

@@ -14,13 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#ifndef __has_feature
-#define __has_feature(x) 0
-#endif
-#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
-#define HAVE_ASAN 1
-#include <sanitizer/asan_interface.h>
-#endif
+#include "asan_util.h"
 
 #define STEADY_ROUNDS 1000000
 #define FANOUT 1000

@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "patterns/monocoque.h"
+#include "runtime/runtime_util.h"
 #include "runtime/wait_util.h"
 
 #define IO_TIMEOUT_S 10.0    /* upper bound of any single wait, seconds */
@@ -185,11 +186,7 @@ struct inbox {
 static inline void inbox_init(struct inbox *in)
 {
     pthread_mutex_init(&in->lock, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&in->cond, &a);
-    pthread_condattr_destroy(&a);
+    cond_init_monotonic(&in->cond);
     in->head = in->tail = NULL;
     in->total = 0;
 }
@@ -206,19 +203,6 @@ static inline void inbox_push(struct inbox *in, struct tmsg *m)
     in->total++;
     pthread_cond_broadcast(&in->cond);
     pthread_mutex_unlock(&in->lock);
-}
-
-static inline struct timespec deadline_in(double timeout_s)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)timeout_s;
-    until.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    return until;
 }
 
 /* The oldest message, or NULL after timeout_s. The caller owns it. */
@@ -699,17 +683,6 @@ static inline bool ms_wait_settled(struct msock *ms, unsigned n)
         return false;
     rt_fence(ms->rt, SETTLE_HOPS);
     return true;
-}
-
-static inline struct mcq_runtime *rt_start(void)
-{
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = TEST_SHARDS;
-    cfg.pin = false; /* 4 shards on the 2 cores here: let the scheduler place them */
-    struct mcq_runtime *rt = NULL;
-    int rc = mcq_runtime_create(&cfg, &rt);
-    cr_assert_eq(rc, 0, "mcq_runtime_create: %d", rc);
-    return rt;
 }
 
 /* --- libzmq side, driven by the test thread --------------------------------------------- */

@@ -158,7 +158,7 @@ ParameterizedTest(struct bad_case *bc, badinput, closes_only_that_peer, .timeout
     setenv("MCQ_LOG", "info", 1);
 
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct msock *srv = ms_new(rt, MCQ_ROUTER, RM_ECHO);
     ms_setopt_i64(srv, MCQ_MAXMSGSIZE, MAX_MSG_BYTES);
     if (is_stall(bc->kind))

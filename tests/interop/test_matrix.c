@@ -100,7 +100,7 @@ static void pair_setup(struct pair *p, const struct pair_case *c)
     memset(p, 0, sizeof(*p));
     p->c = c;
     p->ctx = zmq_ctx_new();
-    p->rt = rt_start();
+    p->rt = start_runtime(TEST_SHARDS);
     mcq_side_create(p);
     if (c->mcq_binds) {
         ms_bind(p->ms, c->tr, p->ep, sizeof(p->ep));
@@ -383,7 +383,7 @@ ParameterizedTest(struct many_case *mc, matrix, many_clients, .timeout = CASE_TI
     struct pair_case c = {mc->client, mc->server, false, true, mc->tr};
     name_case(&c, "many clients");
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct msock *ms = ms_new(rt, c.server, server_echoes(&c) ? RM_ECHO : RM_NONE);
     char ep[TEST_ENDPOINT_MAX];
     ms_bind(ms, c.tr, ep, sizeof(ep));
@@ -455,7 +455,7 @@ ParameterizedTest(struct many_case *mc, matrix, many_servers, .timeout = CASE_TI
     struct pair_case c = {mc->client, mc->server, true, false, mc->tr};
     name_case(&c, "many servers");
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct msock *ms = ms_new(rt, c.client, RM_NONE);
     struct zserver *zs[FANOUT_SERVERS];
     for (int i = 0; i < FANOUT_SERVERS; i++) {
@@ -545,7 +545,7 @@ ParameterizedTest(struct hwm_case *hc, matrix, hwm, .timeout = CASE_TIMEOUT_S)
     struct pair_case c = {hc->sender, hc->receiver, true, hc->mcq_binds, hc->tr};
     name_case(&c, "hwm");
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct msock *ms = ms_new(rt, hc->sender, RM_NONE);
     ms_setopt_int(ms, MCQ_SNDHWM, HWM_MSGS);
     if (hc->sender == MCQ_ROUTER)
@@ -620,7 +620,7 @@ ParameterizedTest(enum transport *tr, matrix, router_ids, .timeout = CASE_TIMEOU
 {
     snprintf(case_name, sizeof(case_name), "router ids %s", tr_name(*tr));
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct msock *mand = ms_new(rt, MCQ_ROUTER, RM_NONE);
     ms_setopt_int(mand, MCQ_ROUTER_MANDATORY, 1);
     struct msock *lax = ms_new(rt, MCQ_ROUTER, RM_NONE);
@@ -722,7 +722,7 @@ ParameterizedTest(enum transport *tr, matrix, chain, .timeout = CASE_TIMEOUT_S)
     snprintf(case_name, sizeof(case_name), "chain zmq REQ -> mcq ROUTER|DEALER -> zmq REP %s",
              tr_name(*tr));
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct msock *front = ms_new(rt, MCQ_ROUTER, RM_FORWARD);
     struct msock *back = ms_new(rt, MCQ_DEALER, RM_FORWARD);
     front->forward_to = back->s;
@@ -843,7 +843,7 @@ ParameterizedTest(enum transport *tr, matrix, chain_reverse, .timeout = CASE_TIM
     snprintf(case_name, sizeof(case_name), "chain mcq REQ -> zmq ROUTER|DEALER -> mcq REP %s",
              tr_name(*tr));
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct zproxy x = {.ctx = ctx, .tr = *tr};
     test_event_init(&x.ready);
     cr_assert_eq(pthread_create(&x.thread, NULL, zproxy_main, &x), 0);
@@ -913,7 +913,7 @@ ParameterizedTest(struct fresh_case *fc, matrix, greet_in_peer_up, .timeout = CA
              type_name(fc->ours), fc->mandatory ? " (MANDATORY)" : "", type_name(fc->theirs),
              fc->their_id[0] ? fc->their_id : "auto", tr_name(fc->tr));
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     void *z = zs_new(ctx, fc->theirs);
     if (fc->their_id[0])
         zs_setopt_str(z, ZMQ_ROUTING_ID, fc->their_id);
@@ -966,7 +966,7 @@ ParameterizedTest(struct fresh_case *fc, matrix, reply_in_on_msg_to_fresh_peer,
              type_name(fc->ours), fc->mandatory ? " (MANDATORY)" : "", type_name(fc->theirs),
              fc->their_id[0] ? "chosen" : "auto", tr_name(fc->tr));
     void *ctx = zmq_ctx_new();
-    struct mcq_runtime *rt = rt_start();
+    struct mcq_runtime *rt = start_runtime(TEST_SHARDS);
     struct msock *ms = ms_new(rt, fc->ours, RM_ECHO);
     ms->echo_retry = false;
     if (fc->mandatory)

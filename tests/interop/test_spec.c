@@ -22,6 +22,14 @@ static char case_name[160];
 
 static enum transport transports[] = {TR_TCP, TR_IPC};
 
+/* Runs the ParameterizedTest suite/name once per transport in transports[]. */
+#define PER_TRANSPORT(suite, name)                                                                 \
+    ParameterizedTestParameters(suite, name)                                                       \
+    {                                                                                              \
+        return cr_make_param_array(enum transport, transports,                                     \
+                                   sizeof(transports) / sizeof(transports[0]));                    \
+    }
+
 struct env {
     void *ctx;
     struct mcq_runtime *rt;
@@ -32,13 +40,39 @@ static void env_start(struct env *e, const char *what, enum transport tr)
     snprintf(case_name, sizeof(case_name), "%s %s", what, tr_name(tr));
     cr_log_info("%s", case_name);
     e->ctx = zmq_ctx_new();
-    e->rt = rt_start();
+    e->rt = start_runtime(TEST_SHARDS);
 }
 
 static void env_stop(struct env *e)
 {
     mcq_runtime_destroy(e->rt);
     zmq_ctx_term(e->ctx);
+}
+
+/* Creates n libzmq sockets of `type`, each connected to ep, into zs[0..n). */
+static void zs_connect_n(struct env *e, void **zs, int n, int type, const char *ep)
+{
+    for (int i = 0; i < n; i++) {
+        zs[i] = zs_new(e->ctx, type);
+        zs_connect(zs[i], ep);
+    }
+}
+
+/* Creates n of our sockets of `type` replying per `mode`, each connected to ep, into ms[0..n). */
+static void ms_connect_n(struct env *e, struct msock **ms, int n, int type, enum reply_mode mode,
+                         const char *ep)
+{
+    for (int i = 0; i < n; i++) {
+        ms[i] = ms_new(e->rt, type, mode);
+        ms_connect(ms[i], ep);
+    }
+}
+
+/* Closes the libzmq sockets zs[0..n). */
+static void zs_close_n(void **zs, int n)
+{
+    for (int i = 0; i < n; i++)
+        zmq_close(zs[i]);
 }
 
 /* Index of the libzmq socket in zs[0..n) that has a message within the deadline, with the
@@ -62,10 +96,7 @@ static int poll_any(void **zs, int n, struct tmsg **out)
 
 /* --- REQ -------------------------------------------------------------------------------- */
 
-ParameterizedTestParameters(spec_req, round_robin_out)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_req, round_robin_out)
 
 /* Our REQ binds, SERVICES libzmq REPs connect; each cycle of SERVICES requests visits every
  * REP exactly once, and the second cycle in the same order as the first. */
@@ -77,10 +108,7 @@ ParameterizedTest(enum transport *tr, spec_req, round_robin_out, .timeout = SPEC
     char ep[TEST_ENDPOINT_MAX];
     ms_bind(req, *tr, ep, sizeof(ep));
     void *rep[SERVICES];
-    for (int i = 0; i < SERVICES; i++) {
-        rep[i] = zs_new(e.ctx, ZMQ_REP);
-        zs_connect(rep[i], ep);
-    }
+    zs_connect_n(&e, rep, SERVICES, ZMQ_REP, ep);
     cr_assert(ms_wait_settled(req, SERVICES), "%s: %u REPs up", case_name, atomic_load(&req->up));
     int order[2][SERVICES];
     struct tmsg *abc = tmsg_strs("ABC", NULL), *def = tmsg_strs("DEF", NULL);
@@ -110,16 +138,12 @@ ParameterizedTest(enum transport *tr, spec_req, round_robin_out, .timeout = SPEC
                      case_name);
     tmsg_free(abc);
     tmsg_free(def);
-    for (int i = 0; i < SERVICES; i++)
-        zmq_close(rep[i]);
+    zs_close_n(rep, SERVICES);
     ms_close(req);
     env_stop(&e);
 }
 
-ParameterizedTestParameters(spec_req, round_robin_out_reverse)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_req, round_robin_out_reverse)
 
 /* libzmq's REQ binds, SERVICES of our REP sockets connect: each gets exactly one request. */
 ParameterizedTest(enum transport *tr, spec_req, round_robin_out_reverse, .timeout = SPEC_TIMEOUT_S)
@@ -155,10 +179,7 @@ ParameterizedTest(enum transport *tr, spec_req, round_robin_out_reverse, .timeou
     env_stop(&e);
 }
 
-ParameterizedTestParameters(spec_req, message_format)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_req, message_format)
 
 /* A multipart request reaches a libzmq ROUTER as [id][empty][ABC][DEF]; the reply
  * [id][empty][GHI] reaches our REQ's user as GHI. Out-of-turn operations give -EFSM. */
@@ -226,10 +247,7 @@ Test(spec, block_on_send_no_peers, .timeout = SPEC_TIMEOUT_S)
 
 #define LISTEN_ROUTERS 3
 
-ParameterizedTestParameters(spec_req, only_listens_to_current_peer)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_req, only_listens_to_current_peer)
 
 /* Our REQ (routing id "A") binds; 3 libzmq ROUTERs connect. After each request, the ROUTERs
  * asked before send "WRONG" to A, then the one that got it sends "GOOD": only GOOD arrives.
@@ -283,18 +301,14 @@ ParameterizedTest(enum transport *tr, spec_req, only_listens_to_current_peer,
                    "%s: a reply from a non-current peer was delivered", case_name);
     tmsg_free(wrong);
     tmsg_free(good);
-    for (int i = 0; i < LISTEN_ROUTERS; i++)
-        zmq_close(rt[i]);
+    zs_close_n(rt, LISTEN_ROUTERS);
     ms_close(req);
     env_stop(&e);
 }
 
 /* --- REP -------------------------------------------------------------------------------- */
 
-ParameterizedTestParameters(spec_rep, fair_queue_in)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_rep, fair_queue_in)
 
 /* Our REP binds, SERVICES libzmq REQs all send at once: every REQ gets its own reply
  * (two rounds). A reply with no request pending is -EFSM. */
@@ -309,10 +323,7 @@ ParameterizedTest(enum transport *tr, spec_rep, fair_queue_in, .timeout = SPEC_T
     cr_assert_eq(ms_send(rep, 0, lone), -EFSM, "%s: REP send without a request", case_name);
     tmsg_free(lone);
     void *req[SERVICES];
-    for (int i = 0; i < SERVICES; i++) {
-        req[i] = zs_new(e.ctx, ZMQ_REQ);
-        zs_connect(req[i], ep);
-    }
+    zs_connect_n(&e, req, SERVICES, ZMQ_REQ, ep);
     cr_assert(ms_wait_settled(rep, SERVICES));
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < SERVICES; i++) {
@@ -334,16 +345,12 @@ ParameterizedTest(enum transport *tr, spec_rep, fair_queue_in, .timeout = SPEC_T
     cr_assert_eq(inbox_total(&rep->in), 2 * SERVICES);
     cr_assert_eq(atomic_load(&rep->echo_failures), 0, "%s: REP reply failed: %d", case_name,
                  atomic_load(&rep->last_echo_err));
-    for (int i = 0; i < SERVICES; i++)
-        zmq_close(req[i]);
+    zs_close_n(req, SERVICES);
     ms_close(rep);
     env_stop(&e);
 }
 
-ParameterizedTestParameters(spec_rep, envelope)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_rep, envelope)
 
 /* libzmq DEALER -> our REP: [][A] and [X][Y][][A] show A to the user and come back with
  * the same envelope; a request with no delimiter is dropped and the next one works.
@@ -411,10 +418,7 @@ ParameterizedTest(enum transport *tr, spec_rep, envelope, .timeout = SPEC_TIMEOU
 
 /* --- DEALER ------------------------------------------------------------------------------ */
 
-ParameterizedTestParameters(spec_dealer, round_robin_out)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_dealer, round_robin_out)
 
 /* Our DEALER binds, SERVICES libzmq REPs connect: SERVICES sends of [][ABC] give each REP
  * exactly one; and libzmq's DEALER bound, SERVICES of our REPs: each gets exactly one. */
@@ -445,10 +449,7 @@ ParameterizedTest(enum transport *tr, spec_dealer, round_robin_out, .timeout = S
     void *mon = zs_monitor(e.ctx, zd);
     zs_bind(zd, *tr, ep, sizeof(ep));
     struct msock *mrep[SERVICES];
-    for (int i = 0; i < SERVICES; i++) {
-        mrep[i] = ms_new(e.rt, MCQ_REP, RM_ECHO);
-        ms_connect(mrep[i], ep);
-    }
+    ms_connect_n(&e, mrep, SERVICES, MCQ_REP, RM_ECHO, ep);
     cr_assert(zs_wait_handshakes(mon, SERVICES));
     for (int k = 0; k < SERVICES; k++)
         cr_assert_eq(zs_send(zd, m), 0);
@@ -518,26 +519,19 @@ static void fair_queue_in(enum transport tr, int recv_type, int send_type)
         }
         tmsg_free(m);
     }
-    for (int i = 0; i < SERVICES; i++)
-        zmq_close(s[i]);
+    zs_close_n(s, SERVICES);
     ms_close(r);
     env_stop(&e);
 }
 
-ParameterizedTestParameters(spec_dealer, fair_queue_in)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_dealer, fair_queue_in)
 
 ParameterizedTest(enum transport *tr, spec_dealer, fair_queue_in, .timeout = SPEC_TIMEOUT_S)
 {
     fair_queue_in(*tr, MCQ_DEALER, ZMQ_DEALER);
 }
 
-ParameterizedTestParameters(spec_router, fair_queue_in)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_router, fair_queue_in)
 
 /* Also libzmq's first step: the first "M" from "A" arrives as [A][M]. */
 ParameterizedTest(enum transport *tr, spec_router, fair_queue_in, .timeout = SPEC_TIMEOUT_S)
@@ -545,20 +539,14 @@ ParameterizedTest(enum transport *tr, spec_router, fair_queue_in, .timeout = SPE
     fair_queue_in(*tr, MCQ_ROUTER, ZMQ_DEALER);
 }
 
-ParameterizedTestParameters(spec_pushpull, pull_fair_queue_in)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_pushpull, pull_fair_queue_in)
 
 ParameterizedTest(enum transport *tr, spec_pushpull, pull_fair_queue_in, .timeout = SPEC_TIMEOUT_S)
 {
     fair_queue_in(*tr, MCQ_PULL, ZMQ_PUSH);
 }
 
-ParameterizedTestParameters(spec_router, ids_of_our_dealers)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_router, ids_of_our_dealers)
 
 /* The reverse of fair_queue_in: libzmq's ROUTER sees our DEALERs' chosen ids. */
 ParameterizedTest(enum transport *tr, spec_router, ids_of_our_dealers, .timeout = SPEC_TIMEOUT_S)
@@ -600,10 +588,7 @@ ParameterizedTest(enum transport *tr, spec_router, ids_of_our_dealers, .timeout 
 
 /* --- PUSH/PULL --------------------------------------------------------------------------- */
 
-ParameterizedTestParameters(spec_pushpull, push_round_robin_out)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_pushpull, push_round_robin_out)
 
 /* Our PUSH binds, SERVICES libzmq PULLs: SERVICES x ABC then SERVICES x DEF; each PULL gets
  * ABC then DEF. Then libzmq's PUSH binds and SERVICES of our PULLs get the same. */
@@ -616,10 +601,7 @@ ParameterizedTest(enum transport *tr, spec_pushpull, push_round_robin_out,
     char ep[TEST_ENDPOINT_MAX];
     ms_bind(push, *tr, ep, sizeof(ep));
     void *pull[SERVICES];
-    for (int i = 0; i < SERVICES; i++) {
-        pull[i] = zs_new(e.ctx, ZMQ_PULL);
-        zs_connect(pull[i], ep);
-    }
+    zs_connect_n(&e, pull, SERVICES, ZMQ_PULL, ep);
     cr_assert(ms_wait_settled(push, SERVICES));
     struct tmsg *abc = tmsg_strs("ABC", NULL), *def = tmsg_strs("DEF", NULL);
     for (int k = 0; k < SERVICES; k++)
@@ -641,10 +623,7 @@ ParameterizedTest(enum transport *tr, spec_pushpull, push_round_robin_out,
     void *mon = zs_monitor(e.ctx, zpush);
     zs_bind(zpush, *tr, ep, sizeof(ep));
     struct msock *mpull[SERVICES];
-    for (int i = 0; i < SERVICES; i++) {
-        mpull[i] = ms_new(e.rt, MCQ_PULL, RM_NONE);
-        ms_connect(mpull[i], ep);
-    }
+    ms_connect_n(&e, mpull, SERVICES, MCQ_PULL, RM_NONE, ep);
     cr_assert(zs_wait_handshakes(mon, SERVICES));
     for (int k = 0; k < SERVICES; k++)
         cr_assert_eq(zs_send(zpush, abc), 0);
@@ -685,6 +664,23 @@ ParameterizedTestParameters(spec, ordering_per_peer)
                                sizeof(order_cases) / sizeof(order_cases[0]));
 }
 
+/* Message i of an ordering run, [head][i in decimal]; the caller owns it. */
+static struct tmsg *numbered_msg(uint32_t i)
+{
+    char body[32];
+    snprintf(body, sizeof(body), "%u", i);
+    return tmsg_strs("head", body, NULL);
+}
+
+/* Whether r is message i of an ordering run (false for NULL). */
+static bool is_numbered_msg(const struct tmsg *r, uint32_t i)
+{
+    struct tmsg *want = numbered_msg(i);
+    bool eq = r && tmsg_eq(r, want);
+    tmsg_free(want);
+    return eq;
+}
+
 /* ORDER_MSGS multipart messages each way between one of our sockets and one libzmq
  * socket arrive whole, once, in send order. */
 ParameterizedTest(struct order_case *oc, spec, ordering_per_peer, .timeout = SPEC_TIMEOUT_S)
@@ -701,34 +697,26 @@ ParameterizedTest(struct order_case *oc, spec, ordering_per_peer, .timeout = SPE
     zs_connect(zs, ep);
     cr_assert(ms_wait_settled(ms, 1));
     for (uint32_t i = 0; i < ORDER_MSGS; i++) {
-        char body[32];
-        snprintf(body, sizeof(body), "%u", i);
-        struct tmsg *m = tmsg_strs("head", body, NULL);
+        struct tmsg *m = numbered_msg(i);
         cr_assert_eq(ms_send_retry(ms, 1, m), 0, "%s: send %u", case_name, i);
         tmsg_free(m);
     }
     for (uint32_t i = 0; i < ORDER_MSGS; i++) {
-        char body[32];
-        snprintf(body, sizeof(body), "%u", i);
         struct tmsg *r = zs_recv(zs, IO_TIMEOUT_MS);
-        cr_assert(r && r->n == 2 && tframe_is(r, 0, "head") && tframe_is(r, 1, body),
-                  "%s: libzmq message %u missing or out of order", case_name, i);
+        cr_assert(is_numbered_msg(r, i), "%s: libzmq message %u missing or out of order", case_name,
+                  i);
         tmsg_free(r);
     }
     if (oc->ours != MCQ_PUSH) {
         for (uint32_t i = 0; i < ORDER_MSGS; i++) {
-            char body[32];
-            snprintf(body, sizeof(body), "%u", i);
-            struct tmsg *m = tmsg_strs("head", body, NULL);
+            struct tmsg *m = numbered_msg(i);
             cr_assert_eq(zs_send(zs, m), 0);
             tmsg_free(m);
         }
         for (uint32_t i = 0; i < ORDER_MSGS; i++) {
-            char body[32];
-            snprintf(body, sizeof(body), "%u", i);
             struct tmsg *r = inbox_pop(&ms->in, IO_TIMEOUT_S);
-            cr_assert(r && r->n == 2 && tframe_is(r, 0, "head") && tframe_is(r, 1, body),
-                      "%s: our message %u missing or out of order", case_name, i);
+            cr_assert(is_numbered_msg(r, i), "%s: our message %u missing or out of order",
+                      case_name, i);
             tmsg_free(r);
         }
     }
@@ -833,8 +821,7 @@ ParameterizedTest(struct skip_case *sc, spec, round_robin_skips_full_peer,
     cr_assert_eq(new1 + new0, n2, "%s: %u + %u of %u new messages arrived", case_name, new1, new0,
                  n2);
     cr_assert_eq(got0 + got1, n1, "%s: %u + %u received of %u accepted", case_name, got0, got1, n1);
-    for (int i = 0; i < 2; i++)
-        zmq_close(z[i]);
+    zs_close_n(z, 2);
     ms_close(ms);
     env_stop(&e);
 }
@@ -931,10 +918,7 @@ static void consume_whole(void *pull, struct order_state *st)
     tmsg_free(r);
 }
 
-ParameterizedTestParameters(spec_pushpull, multipart_atomic_across_reconnect)
-{
-    return cr_make_param_array(enum transport, transports, 2);
-}
+PER_TRANSPORT(spec_pushpull, multipart_atomic_across_reconnect)
 
 /* libzmq's push_multipart_atomic_drop, our PUSH against libzmq PULLs: the PULL goes away
  * while 1 MiB multipart messages are in flight and a new one binds the endpoint. Every

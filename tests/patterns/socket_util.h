@@ -19,6 +19,7 @@
 
 #include "patterns/monocoque.h"
 #include "patterns/socket_int.h"
+#include "runtime/runtime_util.h"
 #include "runtime/wait_util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -74,17 +75,6 @@ struct t_app {
 };
 
 static struct t_app app;
-
-static inline void t_deadline(struct timespec *ts, double s)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += (time_t)s;
-    ts->tv_nsec += (long)((s - (double)(time_t)s) * 1e9);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
 
 static inline void t_on_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m,
                             void *user)
@@ -164,16 +154,9 @@ static inline void t_setup(void)
 {
     memset(&app, 0, sizeof(app));
     pthread_mutex_init(&app.lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&app.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&app.cond);
     app.tail = &app.head;
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = T_SHARDS;
-    cfg.pin = false;
-    cr_assert_eq(mcq_runtime_create(&cfg, &app.rt), 0);
+    app.rt = start_runtime(T_SHARDS);
     app.zctx = zmq_ctx_new();
     cr_assert_not_null(app.zctx);
 }
@@ -231,8 +214,7 @@ static inline void t_bind(const char *transport, char *buf, size_t len)
 /* The next received message, or NULL after the deadline. The caller frees it. */
 static inline struct t_rx *t_recv(double timeout_s)
 {
-    struct timespec until;
-    t_deadline(&until, timeout_s);
+    struct timespec until = deadline_in(timeout_s);
     pthread_mutex_lock(&app.lock);
     while (!app.head && pthread_cond_timedwait(&app.cond, &app.lock, &until) == 0)
         ;
@@ -249,8 +231,7 @@ static inline struct t_rx *t_recv(double timeout_s)
 /* Waits until *counter (a field of app, read under its lock) reaches n. */
 static inline bool t_wait_count(const unsigned *counter, unsigned n, double timeout_s)
 {
-    struct timespec until;
-    t_deadline(&until, timeout_s);
+    struct timespec until = deadline_in(timeout_s);
     pthread_mutex_lock(&app.lock);
     int rc = 0;
     while (*counter < n && rc == 0)
@@ -313,8 +294,7 @@ static inline int t_send_strs(unsigned shard, ...)
 /* Like t_send_job, but -EAGAIN waits for on_writable on that shard and tries again. */
 static inline int t_send_job_wait(unsigned shard, struct t_send *j)
 {
-    struct timespec until, now;
-    t_deadline(&until, T_WAIT_S);
+    struct timespec until = deadline_in(T_WAIT_S), now;
     for (;;) {
         int rc = t_send_job(shard, j);
         if (rc != -EAGAIN)
@@ -344,8 +324,7 @@ static inline void t_task_probe(struct mcq_shard *sh, void *arg)
  * peers' owners have arrived there). */
 static inline bool t_wait_lb(unsigned shard, unsigned n)
 {
-    struct timespec until, now;
-    t_deadline(&until, T_WAIT_S);
+    struct timespec until = deadline_in(T_WAIT_S), now;
     for (;;) {
         struct t_probe p;
         test_event_init(&p.done);

@@ -8,6 +8,7 @@
 #include "alloc/arena.h"
 #include "patterns/msg_int.h"
 #include "runtime/runtime.h"
+#include "runtime/runtime_util.h"
 #include "runtime/wait_util.h"
 
 #define TIMEOUT_S 10.0
@@ -45,11 +46,7 @@ static void run_task(struct mcq_shard *sh, void *arg)
 
 static void run_on_shard(void (*body)(struct shard_check *k, struct mcq_shard *sh))
 {
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = 1;
-    cfg.pin = false;
-    struct mcq_runtime *rt;
-    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
+    struct mcq_runtime *rt = start_runtime(1);
     struct shard_check k = {.body = body};
     test_event_init(&k.done);
     cr_assert_eq(mcq_runtime_post(rt, 0, run_task, &k), 0);

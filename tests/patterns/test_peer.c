@@ -19,6 +19,7 @@
 #include "patterns/msg_int.h"
 #include "patterns/peer.h"
 #include "runtime/conn.h"
+#include "runtime/runtime_util.h"
 #include "runtime/wait_util.h"
 #include "zmtp/mechanism.h"
 
@@ -200,10 +201,7 @@ static void setup(void)
     ow.cfg.reconnect_ivl_max_ms = 200;
     ow.cfg.connect_timeout_ms = 1000;
     ow.lst.accept = own_accept;
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = 1;
-    cfg.pin = false;
-    cr_assert_eq(mcq_runtime_create(&cfg, &ow.rt), 0);
+    ow.rt = start_runtime(1);
 }
 
 /* Destroys the runtime with stderr captured: a clean stop leaves no message, page or
@@ -307,10 +305,18 @@ static void *zsock(void *ctx, int type)
     return s;
 }
 
+#define TCP_EP_MAX 64 /* bytes of a "tcp://127.0.0.1:<port>" endpoint */
+
+/* Writes the loopback tcp endpoint of `port` into ep. */
+static void tcp_ep(char *ep, size_t len, uint16_t port)
+{
+    snprintf(ep, len, "tcp://127.0.0.1:%u", port);
+}
+
 static void zconnect(void *s, uint16_t port)
 {
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    char ep[TCP_EP_MAX];
+    tcp_ep(ep, sizeof(ep), port);
     cr_assert_eq(zmq_connect(s, ep), 0, "%s", zmq_strerror(zmq_errno()));
 }
 
@@ -399,6 +405,23 @@ static uint16_t free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* Binds libzmq socket s to a free loopback tcp port; its endpoint into ep. */
+static void zbind_free(void *s, char *ep, size_t len)
+{
+    tcp_ep(ep, len, free_port());
+    cr_assert_eq(zmq_bind(s, ep), 0, "%s", zmq_strerror(zmq_errno()));
+}
+
+/* Binds s to a free loopback port (endpoint into ep) and has our peer connect to it; returns
+ * once the peer is ready. */
+static void zbind_free_and_connect(void *s, char *ep, size_t len)
+{
+    zbind_free(s, ep, len);
+    on_shard(do_connect, ep);
+    cr_assert_eq(ow.send_rc, 0);
+    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+}
+
 /* --- tests ------------------------------------------------------------------------------------ */
 
 TestSuite(peer, .init = setup, .fini = teardown, .timeout = 60);
@@ -465,13 +488,8 @@ Test(peer, connecting_null_to_libzmq_router)
 {
     void *ctx = zmq_ctx_new();
     void *r = zsock(ctx, ZMQ_ROUTER);
-    uint16_t port = free_port();
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
-    cr_assert_eq(zmq_bind(r, ep), 0);
-    on_shard(do_connect, ep);
-    cr_assert_eq(ow.send_rc, 0);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    char ep[TCP_EP_MAX];
+    zbind_free_and_connect(r, ep, sizeof(ep));
     cr_assert_eq(ow.peer_type, ZMQ_ROUTER);
     struct send_req s = {.n = 2, .data = {"hi", "there"}, .len = {2, 5}};
     on_shard(do_send, &s);
@@ -502,12 +520,8 @@ Test(peer, reconnects_after_libzmq_restarts)
 {
     void *ctx = zmq_ctx_new();
     void *r = zsock(ctx, ZMQ_ROUTER);
-    uint16_t port = free_port();
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
-    cr_assert_eq(zmq_bind(r, ep), 0);
-    on_shard(do_connect, ep);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    char ep[TCP_EP_MAX];
+    zbind_free_and_connect(r, ep, sizeof(ep));
     zmq_close(r);
     cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S), "loss not reported");
     cr_assert(ow.last_reconnecting);
@@ -622,10 +636,8 @@ Test(peer, plain_client_to_libzmq_and_refused_client_does_not_reconnect)
     void *r = zsock(ctx, ZMQ_ROUTER);
     int one = 1;
     zmq_setsockopt(r, ZMQ_PLAIN_SERVER, &one, sizeof(one));
-    uint16_t port = free_port();
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
-    cr_assert_eq(zmq_bind(r, ep), 0);
+    char ep[TCP_EP_MAX];
+    zbind_free(r, ep, sizeof(ep));
     static const struct mcq_zmtp_plain_credentials creds = {(const uint8_t *)"u", 1,
                                                             (const uint8_t *)"p", 1};
     ow.cfg.zmtp.mechanism = &mcq_zmtp_mech_plain_client;
@@ -645,7 +657,7 @@ Test(peer, plain_client_to_libzmq_and_refused_client_does_not_reconnect)
     refused_client_cfg = ow.cfg;
     refused_client_cfg.zmtp.mechanism = &mcq_zmtp_mech_plain_client;
     refused_client_cfg.zmtp.mechanism_arg = &wrong_creds;
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", ow.port);
+    tcp_ep(ep, sizeof(ep), ow.port);
     on_shard(do_connect_client, ep);
     /* Both ends close: the server side with -EACCES, the client with -ECONNREFUSED. */
     cr_assert(test_event_wait(&ow.closed_ev, 3, WAIT_S));
@@ -785,26 +797,58 @@ static void do_fill(struct mcq_shard *sh, void *arg)
     }
 }
 
-Test(peer, send_hwm_says_eagain_then_writable)
+/* A quiet owner whose peers' send queues fill after a few do_fill messages. */
+static void small_send_queue(void)
 {
     ow.echo = false;
     ow.cfg.sndhwm = HWM_MSGS;
     ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
-    ow.cfg.conn.sndq_max_views = 1; /* full while any view waits: PONGs must wait in the peer */
-    own_listen();
-    void *ctx = zmq_ctx_new();
+}
+
+/* A libzmq DEALER that buffers little (RCVHWM 1, 4 KiB SO_RCVBUF), so our sends back up. */
+static void *slow_dealer(void *ctx)
+{
     void *d = zsock(ctx, ZMQ_DEALER);
     int hwm = 1, rcvbuf = 4096;
     zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    return d;
+}
+
+/* Connects d to our listener and sends one frame: once it arrived, its peer is ow.last. */
+static void zconnect_announced(void *d)
+{
+    zconnect(d, ow.port);
+    zmq_send(d, "0", 1, 0);
+    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+}
+
+/* Receives do_fill's messages first..end-1 on z: whole and in order; `what` names a loss. */
+static void expect_filled(void *z, unsigned first, unsigned end, const char *what)
+{
+    for (unsigned i = first; i < end; i++) {
+        struct rx r = {0};
+        cr_assert(zrecv_parts(z, &r), "message %u of %u %s", i, end, what);
+        cr_assert_eq(r.n, 2);
+        cr_assert_eq(*(unsigned *)r.data[0], i, "out of order");
+        cr_assert_eq(r.len[1], HWM_MSG_BYTES);
+        rx_clear(&r);
+    }
+}
+
+Test(peer, send_hwm_says_eagain_then_writable)
+{
+    small_send_queue();
+    ow.cfg.conn.sndq_max_views = 1; /* full while any view waits: PONGs must wait in the peer */
+    own_listen();
+    void *ctx = zmq_ctx_new();
+    void *d = slow_dealer(ctx);
     /* libzmq PINGs us all along; our PONGs must wait behind the backed-up data and still
      * land between whole messages (else libzmq would drop the connection and messages). */
     int ivl = 20, to = 10000;
     zmq_setsockopt(d, ZMQ_HEARTBEAT_IVL, &ivl, sizeof(ivl));
     zmq_setsockopt(d, ZMQ_HEARTBEAT_TIMEOUT, &to, sizeof(to));
-    zconnect(d, ow.port);
-    zmq_send(d, "0", 1, 0);
-    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    zconnect_announced(d);
     unsigned rounds = 0;
     do {
         on_shard(do_fill, NULL);
@@ -815,14 +859,7 @@ Test(peer, send_hwm_says_eagain_then_writable)
     cr_assert_geq(sent, HWM_MSGS);
     cr_assert_not(test_event_wait(&ow.closed_ev, 1, PAUSE_QUIET_S));
     /* Read everything: the queue drains and writable() fires. */
-    for (unsigned i = 0; i < sent; i++) {
-        struct rx r = {0};
-        cr_assert(zrecv_parts(d, &r), "message %u of %u missing", i, sent);
-        cr_assert_eq(r.n, 2);
-        cr_assert_eq(*(unsigned *)r.data[0], i, "out of order");
-        cr_assert_eq(r.len[1], HWM_MSG_BYTES);
-        rx_clear(&r);
-    }
+    expect_filled(d, 0, sent, "missing");
     cr_assert(test_event_wait(&ow.writable_ev, (int)rounds, WAIT_S), "no writable after draining");
     zmq_close(d);
     zmq_ctx_term(ctx);
@@ -877,23 +914,16 @@ Test(peer, ipc_accept_roundtrip)
 
 Test(peer, runtime_stop_closes_and_frees_every_peer)
 {
-    ow.echo = false;
-    ow.cfg.sndhwm = HWM_MSGS;
-    ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
+    small_send_queue();
     own_listen();
     void *ctx = zmq_ctx_new();
-    void *d = zsock(ctx, ZMQ_DEALER);
-    int hwm = 1, rcvbuf = 4096;
-    zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
-    zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    zconnect(d, ow.port);
-    zmq_send(d, "0", 1, 0);
-    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    void *d = slow_dealer(ctx);
+    zconnect_announced(d);
     /* An accepted peer with a full send queue, and a connecting peer that keeps failing. */
     on_shard(do_fill, NULL);
     cr_assert_eq(ow.send_rc, -EAGAIN);
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", free_port());
+    char ep[TCP_EP_MAX];
+    tcp_ep(ep, sizeof(ep), free_port());
     on_shard(do_connect, ep);
     cr_assert_eq(ow.send_rc, 0);
     destroy_checked();
@@ -933,8 +963,8 @@ Test(peer, reconnect_starts_fresh_no_half_message_carried_over)
     ow.echo = false;
     uint16_t port;
     int lfd = raw_listen(&port);
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    char ep[TCP_EP_MAX];
+    tcp_ep(ep, sizeof(ep), port);
     on_shard(do_connect, ep);
     int c1 = raw_accept(lfd);
     raw_handshake(c1);
@@ -962,8 +992,8 @@ Test(peer, reconnect_starts_fresh_no_half_message_carried_over)
 Test(peer, connect_retries_until_the_server_appears)
 {
     uint16_t port = free_port();
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", port);
+    char ep[TCP_EP_MAX];
+    tcp_ep(ep, sizeof(ep), port);
     on_shard(do_connect, ep);
     cr_assert_eq(ow.send_rc, 0);
     /* Refused attempts are silent and keep going (50 ms, backing off to 200 ms). */
@@ -985,28 +1015,16 @@ static void do_close_flush(struct mcq_shard *sh, void *arg)
 
 Test(peer, flush_close_delivers_every_queued_message)
 {
-    ow.echo = false;
-    ow.cfg.sndhwm = HWM_MSGS;
-    ow.cfg.conn.sndq_max_bytes = 4 * HWM_MSG_BYTES;
+    small_send_queue();
     own_listen();
     void *ctx = zmq_ctx_new();
-    void *d = zsock(ctx, ZMQ_DEALER);
-    int hwm = 1, rcvbuf = 4096;
-    zmq_setsockopt(d, ZMQ_RCVHWM, &hwm, sizeof(hwm));
-    zmq_setsockopt(d, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    zconnect(d, ow.port);
-    zmq_send(d, "0", 1, 0);
-    cr_assert(test_event_wait(&ow.msg_ev, 1, WAIT_S));
+    void *d = slow_dealer(ctx);
+    zconnect_announced(d);
     on_shard(do_fill, NULL);
     cr_assert_eq(ow.send_rc, -EAGAIN);
     unsigned sent = ow.sent;
     on_shard(do_close_flush, NULL);
-    for (unsigned i = 0; i < sent; i++) {
-        struct rx r = {0};
-        cr_assert(zrecv_parts(d, &r), "message %u of %u lost at close", i, sent);
-        cr_assert_eq(*(unsigned *)r.data[0], i);
-        rx_clear(&r);
-    }
+    expect_filled(d, 0, sent, "lost at close");
     cr_assert(test_event_wait(&ow.closed_ev, 1, WAIT_S));
     zmq_close(d);
     zmq_ctx_term(ctx);
@@ -1019,11 +1037,8 @@ Test(peer, sub_side_subscribes_to_libzmq_pub)
     ow.sub_topic = "A";
     void *ctx = zmq_ctx_new();
     void *pub = zsock(ctx, ZMQ_PUB);
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", free_port());
-    cr_assert_eq(zmq_bind(pub, ep), 0);
-    on_shard(do_connect, ep);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    char ep[TCP_EP_MAX];
+    zbind_free_and_connect(pub, ep, sizeof(ep));
     cr_assert_eq(ow.sub_rc, 0);
     /* PUB drops until our subscription arrives: publish until a message gets through. */
     bool got = false;
@@ -1070,22 +1085,15 @@ Test(peer, connecting_send_hwm_then_writable_after_drain)
     int hwm = 4, rcvbuf = 65536;
     zmq_setsockopt(pull, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(pull, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", free_port());
-    cr_assert_eq(zmq_bind(pull, ep), 0);
+    char ep[TCP_EP_MAX];
     ow.cfg.zmtp.socket_type = MCQ_ZMTP_PUSH;
-    on_shard(do_connect, ep);
-    cr_assert(test_event_wait(&ow.ready_ev, 1, WAIT_S));
+    zbind_free_and_connect(pull, ep, sizeof(ep));
     unsigned total = 0;
     for (unsigned round = 1; round <= 3; round++) {
         on_shard(do_fill, NULL);
         cr_assert_eq(ow.send_rc, -EAGAIN);
-        for (; total < ow.sent; total++) {
-            struct rx r = {0};
-            cr_assert(zrecv_parts(pull, &r), "message %u missing", total);
-            cr_assert_eq(*(unsigned *)r.data[0], total);
-            rx_clear(&r);
-        }
+        expect_filled(pull, total, ow.sent, "missing");
+        total = ow.sent;
         cr_assert(test_event_wait(&ow.writable_ev, (int)round, WAIT_S),
                   "round %u: no writable after draining", round);
     }

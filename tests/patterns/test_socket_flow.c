@@ -12,18 +12,26 @@ TestSuite(socket_flow, .init = t_setup, .fini = t_teardown, .timeout = 90);
 
 static uint8_t big[BIG_BYTES];
 
-static void hwm_then_writable(bool cross_shard)
+/* Our PUSH (SNDHWM SMALL_HWM, LINGER 0) bound on tcp (endpoint into ep) and a libzmq PULL
+ * (RCVHWM 1) connected to it and up: the pipe fills after a few big sends. Returns the PULL. */
+static void *push_to_small_pull(char *ep, size_t len)
 {
-    char ep[256];
     t_socket(MCQ_PUSH);
     t_setopt_int(MCQ_SNDHWM, SMALL_HWM);
     t_setopt_int(MCQ_LINGER, 0);
-    t_bind("tcp", ep, sizeof(ep));
+    t_bind("tcp", ep, len);
     void *z = z_socket(ZMQ_PULL);
     int one = 1;
     zmq_setsockopt(z, ZMQ_RCVHWM, &one, sizeof(one));
     cr_assert_eq(zmq_connect(z, ep), 0);
     cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    return z;
+}
+
+static void hwm_then_writable(bool cross_shard)
+{
+    char ep[256];
+    void *z = push_to_small_pull(ep, sizeof(ep));
     unsigned from = cross_shard ? (app.up_shard + 1) % T_SHARDS : app.up_shard;
     cr_assert(t_wait_lb(from, 1));
     struct t_send j = {.nf = 1, .f = {big}, .len = {BIG_BYTES}};
@@ -132,8 +140,7 @@ Test(socket_flow, router_id_survives_reconnect)
         cr_assert(rx_frame_is(in, 0, "W"));
         t_free_rx(in);
         struct t_send j = {.nf = 2, .f = {"W", "back"}, .len = {1, 4}};
-        struct timespec until, now;
-        t_deadline(&until, T_WAIT_S);
+        struct timespec until = deadline_in(T_WAIT_S), now;
         int rc;
         while ((rc = t_send_job((unsigned)round % T_SHARDS, &j)) == -EHOSTUNREACH) {
             clock_gettime(CLOCK_MONOTONIC, &now);
@@ -171,8 +178,7 @@ static void router_hwm(bool mandatory)
     t_free_rx(in);
     unsigned from = (app.up_shard + 2) % T_SHARDS;
     struct t_send j = {.nf = 2, .f = {"X", big}, .len = {1, BIG_BYTES}};
-    struct timespec until, now;
-    t_deadline(&until, T_WAIT_S);
+    struct timespec until = deadline_in(T_WAIT_S), now;
     int rc;
     while ((rc = t_send_job(from, &j)) == -EHOSTUNREACH) {
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -218,15 +224,7 @@ Test(socket_flow, router_hwm_drops_without_mandatory)
 Test(socket_flow, peer_gone_with_backlog)
 {
     char ep[256];
-    t_socket(MCQ_PUSH);
-    t_setopt_int(MCQ_SNDHWM, SMALL_HWM);
-    t_setopt_int(MCQ_LINGER, 0);
-    t_bind("tcp", ep, sizeof(ep));
-    void *z = z_socket(ZMQ_PULL);
-    int one = 1;
-    zmq_setsockopt(z, ZMQ_RCVHWM, &one, sizeof(one));
-    cr_assert_eq(zmq_connect(z, ep), 0);
-    cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
+    void *z = push_to_small_pull(ep, sizeof(ep));
     unsigned from = (app.up_shard + 1) % T_SHARDS;
     cr_assert(t_wait_lb(from, 1));
     struct t_send j = {.nf = 1, .f = {big}, .len = {BIG_BYTES}};

@@ -139,11 +139,7 @@ static void echo_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg 
  * shard bits); ROUTER and PAIR still work. */
 Test(socket_life, single_shard_runtime, LIFE)
 {
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = 1;
-    cfg.pin = false;
-    struct mcq_runtime *rt;
-    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
+    struct mcq_runtime *rt = start_runtime(1);
     int types[] = {MCQ_ROUTER, MCQ_PAIR};
     int ztypes[] = {ZMQ_DEALER, ZMQ_PAIR};
     for (int t = 0; t < 2; t++) {
@@ -176,6 +172,18 @@ Test(socket_life, single_shard_runtime, LIFE)
 #define BULK_READER_RCVBUF 8192    /* bytes: a small kernel buffer keeps output queued here */
 #define BULK_READER_BATCH 2000u    /* messages the reader takes between pauses */
 #define BULK_READER_PAUSE_US 20000 /* pacing, so the sender is well ahead when it closes */
+
+/* A PULL bound on tcp (endpoint into ep) that buffers little: RCVHWM rcvhwm messages and a
+ * BULK_READER_RCVBUF kernel buffer, so a sender's queues stay full while it reads slowly. */
+static void *small_pull(int rcvhwm, char *ep, size_t len)
+{
+    void *z = z_socket(ZMQ_PULL);
+    zmq_setsockopt(z, ZMQ_RCVHWM, &rcvhwm, sizeof(rcvhwm));
+    int rcvbuf = BULK_READER_RCVBUF;
+    zmq_setsockopt(z, ZMQ_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    z_bind(z, "tcp", ep, len);
+    return z;
+}
 
 struct bulk {
     unsigned sent;
@@ -227,33 +235,34 @@ static void *bulk_read(void *arg)
     return NULL;
 }
 
+/* Starts a paced reader thread on a small PULL and a PUSH on rt that sends it BULK_MSGS as
+ * fast as the pipe allows (b->done once all are accepted); returns the PUSH. */
+static struct mcq_socket *bulk_start(struct mcq_runtime *rt, struct bulk *b, struct bulk_reader *r,
+                                     pthread_t *reader)
+{
+    test_event_init(&b->done);
+    struct mcq_socket *s;
+    cr_assert_eq(mcq_socket_create(rt, MCQ_PUSH,
+                                   &(struct mcq_socket_handlers){
+                                       .on_peer_up = bulk_up, .on_writable = bulk_pump, .user = b},
+                                   &s),
+                 0);
+    char ep[256];
+    r->z = small_pull(BULK_READER_RCVHWM, ep, sizeof(ep));
+    cr_assert_eq(pthread_create(reader, NULL, bulk_read, r), 0);
+    cr_assert_eq(mcq_connect(s, ep), 0);
+    return s;
+}
+
 /* LINGER -1: closing the socket and destroying the runtime right after the last send loses
  * nothing while the peer is connected, however much is still queued in the connection. */
 Test(socket_life, close_destroy_flushes_bulk, LIFE)
 {
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = 1;
-    cfg.pin = false;
-    struct mcq_runtime *rt;
-    cr_assert_eq(mcq_runtime_create(&cfg, &rt), 0);
+    struct mcq_runtime *rt = start_runtime(1);
     struct bulk b = {0};
-    test_event_init(&b.done);
-    struct mcq_socket *s;
-    cr_assert_eq(mcq_socket_create(rt, MCQ_PUSH,
-                                   &(struct mcq_socket_handlers){
-                                       .on_peer_up = bulk_up, .on_writable = bulk_pump, .user = &b},
-                                   &s),
-                 0);
-    char ep[256];
-    struct bulk_reader r = {.z = z_socket(ZMQ_PULL)};
-    int v = BULK_READER_RCVHWM;
-    zmq_setsockopt(r.z, ZMQ_RCVHWM, &v, sizeof(v));
-    v = BULK_READER_RCVBUF;
-    zmq_setsockopt(r.z, ZMQ_RCVBUF, &v, sizeof(v));
-    z_bind(r.z, "tcp", ep, sizeof(ep));
+    struct bulk_reader r = {0};
     pthread_t reader;
-    cr_assert_eq(pthread_create(&reader, NULL, bulk_read, &r), 0);
-    cr_assert_eq(mcq_connect(s, ep), 0);
+    struct mcq_socket *s = bulk_start(rt, &b, &r, &reader);
     bool sent = test_event_wait(&b.done, 1, T_WAIT_S);
     mcq_socket_close(s);
     mcq_runtime_destroy(rt);
@@ -293,12 +302,7 @@ Test(socket_life, close_delivers_other_shard_sends, LIFE)
     static uint8_t body[XCLOSE_BODY_BYTES];
     for (unsigned round = 0; round < XCLOSE_ROUNDS; round++) {
         char ep[256];
-        struct xclose_reader r = {.z = z_socket(ZMQ_PULL)};
-        int v = BULK_READER_RCVHWM;
-        zmq_setsockopt(r.z, ZMQ_RCVHWM, &v, sizeof(v));
-        v = BULK_READER_RCVBUF;
-        zmq_setsockopt(r.z, ZMQ_RCVBUF, &v, sizeof(v));
-        z_bind(r.z, "tcp", ep, sizeof(ep));
+        struct xclose_reader r = {.z = small_pull(BULK_READER_RCVHWM, ep, sizeof(ep))};
         t_socket(MCQ_PUSH);
         cr_assert_eq(mcq_connect(app.s, ep), 0);
         cr_assert(t_wait_count(&app.ups, round + 1, T_WAIT_S));
@@ -317,10 +321,7 @@ Test(socket_life, close_delivers_other_shard_sends, LIFE)
         mcq_socket_close(app.s);
         app.s = NULL;
         mcq_runtime_destroy(app.rt);
-        struct mcq_config cfg = mcq_config_default();
-        cfg.shards = T_SHARDS;
-        cfg.pin = false;
-        cr_assert_eq(mcq_runtime_create(&cfg, &app.rt), 0);
+        app.rt = start_runtime(T_SHARDS);
         pthread_join(reader, NULL);
         cr_assert_eq(rc, 0, "round %u: send %u failed: %d", round, sent, rc);
         cr_assert_eq(r.got, XCLOSE_MSGS, "round %u: close lost %u of %u messages", round,
@@ -373,12 +374,7 @@ static double linger_close_ms(bool by_destroy)
 {
     char ep[256];
     static uint8_t body[LINGER_BODY];
-    struct burst_reader r = {.z = z_socket(ZMQ_PULL)};
-    int v = 1;
-    zmq_setsockopt(r.z, ZMQ_RCVHWM, &v, sizeof(v));
-    v = BULK_READER_RCVBUF;
-    zmq_setsockopt(r.z, ZMQ_RCVBUF, &v, sizeof(v));
-    z_bind(r.z, "tcp", ep, sizeof(ep));
+    struct burst_reader r = {.z = small_pull(1, ep, sizeof(ep))};
     t_socket(MCQ_PUSH);
     t_setopt_int(MCQ_LINGER, LINGER_MS);
     t_setopt_int(MCQ_SNDHWM, LINGER_SNDHWM);
@@ -408,12 +404,8 @@ static double linger_close_ms(bool by_destroy)
     double ms = ms_since(&t0);
     pthread_join(reader, NULL);
     cr_assert_eq(r.got, LINGER_BURST, "the reader's burst fell short: %u", r.got);
-    if (by_destroy) {
-        struct mcq_config cfg = mcq_config_default();
-        cfg.shards = T_SHARDS;
-        cfg.pin = false;
-        cr_assert_eq(mcq_runtime_create(&cfg, &app.rt), 0);
-    }
+    if (by_destroy)
+        app.rt = start_runtime(T_SHARDS);
     return ms;
 }
 
@@ -442,29 +434,12 @@ Test(socket_life, destroy_lingers_open_socket, LIFE)
 Test(socket_life, destroy_flushes_open_socket, LIFE)
 {
     struct bulk b = {0};
-    test_event_init(&b.done);
-    struct mcq_socket *s;
-    cr_assert_eq(mcq_socket_create(app.rt, MCQ_PUSH,
-                                   &(struct mcq_socket_handlers){
-                                       .on_peer_up = bulk_up, .on_writable = bulk_pump, .user = &b},
-                                   &s),
-                 0);
-    char ep[256];
-    struct bulk_reader r = {.z = z_socket(ZMQ_PULL)};
-    int v = BULK_READER_RCVHWM;
-    zmq_setsockopt(r.z, ZMQ_RCVHWM, &v, sizeof(v));
-    v = BULK_READER_RCVBUF;
-    zmq_setsockopt(r.z, ZMQ_RCVBUF, &v, sizeof(v));
-    z_bind(r.z, "tcp", ep, sizeof(ep));
+    struct bulk_reader r = {0};
     pthread_t reader;
-    cr_assert_eq(pthread_create(&reader, NULL, bulk_read, &r), 0);
-    cr_assert_eq(mcq_connect(s, ep), 0);
+    bulk_start(app.rt, &b, &r, &reader);
     bool sent = test_event_wait(&b.done, 1, T_WAIT_S);
     mcq_runtime_destroy(app.rt);
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = T_SHARDS;
-    cfg.pin = false;
-    cr_assert_eq(mcq_runtime_create(&cfg, &app.rt), 0);
+    app.rt = start_runtime(T_SHARDS);
     pthread_join(reader, NULL);
     cr_assert(sent, "sending stalled at %u of %u", b.sent, BULK_MSGS);
     cr_assert_eq(b.rc, 0);
@@ -541,12 +516,7 @@ Test(socket_life, stop_during_close_delivers, LIFE)
 {
     static uint8_t body[LINGER_BODY];
     char ep[256];
-    struct count_reader r = {.z = z_socket(ZMQ_PULL)};
-    int v = 1;
-    zmq_setsockopt(r.z, ZMQ_RCVHWM, &v, sizeof(v));
-    v = BULK_READER_RCVBUF;
-    zmq_setsockopt(r.z, ZMQ_RCVBUF, &v, sizeof(v));
-    z_bind(r.z, "tcp", ep, sizeof(ep));
+    struct count_reader r = {.z = small_pull(1, ep, sizeof(ep))};
     t_socket(MCQ_PUSH);
     t_setopt_int(MCQ_LINGER, STOP_LINGER_MS);
     t_setopt_int(MCQ_SNDHWM, STOP_SNDHWM);

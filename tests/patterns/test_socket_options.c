@@ -98,8 +98,7 @@ Test(socket_options, plain_server_without_on_auth_refuses)
     zmq_setsockopt(c, ZMQ_PLAIN_PASSWORD, "secret", 6);
     cr_assert_eq(zmq_connect(c, ep), 0);
     z_send_strs(c, "hi", NULL);
-    struct timespec until, now;
-    t_deadline(&until, T_WAIT_S);
+    struct timespec until = deadline_in(T_WAIT_S), now;
     unsigned lines = 0;
     do {
         nanosleep(&(struct timespec){0, LOG_POLL_NS}, NULL);
@@ -238,8 +237,7 @@ static int tcp_client(const char *endpoint)
  * the wait. */
 static bool hung_up_within(int fd, double seconds)
 {
-    struct timespec until, now;
-    t_deadline(&until, seconds);
+    struct timespec until = deadline_in(seconds), now;
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int n = poll(&p, 1, 50);

@@ -215,8 +215,7 @@ REQ_TEST(lazy_pirate_rep_restarts)
     cr_assert(t_wait_count(&app.downs, 1, T_WAIT_S), "the dead REP was not noticed");
     rep = z_socket(ZMQ_REP);
     /* libzmq closes the old listener on its I/O thread, with nothing to wait on: retry. */
-    struct timespec until, now;
-    t_deadline(&until, T_WAIT_S);
+    struct timespec until = deadline_in(T_WAIT_S), now;
     int rc;
     while ((rc = zmq_bind(rep, ep)) < 0 && zmq_errno() == EADDRINUSE) {
         clock_gettime(CLOCK_MONOTONIC, &now);

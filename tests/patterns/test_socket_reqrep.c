@@ -318,8 +318,7 @@ Test(socket_reqrep, rep_rcvhwm_pauses_pipelining_peer)
     cr_assert_not_null(in);
     unsigned sh = in->shard;
     struct rep_probe p;
-    struct timespec until, now;
-    t_deadline(&until, T_WAIT_S);
+    struct timespec until = deadline_in(T_WAIT_S), now;
     do {
         test_event_init(&p.done);
         cr_assert_eq(mcq_runtime_post(app.rt, sh, task_rep_probe, &p), 0);

@@ -139,8 +139,7 @@ Test(socket_router, chosen_ids_route_from_any_shard)
             snprintf(body, sizeof(body), "%u", sh);
             struct t_send j = {.nf = 2, .f = {id[i], body}, .len = {1, strlen(body)}};
             int rc;
-            struct timespec until, now;
-            t_deadline(&until, T_WAIT_S);
+            struct timespec until = deadline_in(T_WAIT_S), now;
             while ((rc = t_send_job(sh, &j)) == -EHOSTUNREACH) {
                 clock_gettime(CLOCK_MONOTONIC, &now);
                 cr_assert(now.tv_sec <= until.tv_sec, "id %s never routable on shard %u", id[i],
@@ -232,8 +231,7 @@ static void duplicate_id(bool handover)
     /* Replies to "H" from every shard reach the winner only. */
     for (unsigned sh = 0; sh < T_SHARDS; sh++) {
         struct t_send j = {.nf = 2, .f = {"H", "r"}, .len = {1, 1}};
-        struct timespec until, now;
-        t_deadline(&until, T_WAIT_S);
+        struct timespec until = deadline_in(T_WAIT_S), now;
         int rc;
         struct t_rx m;
         for (;;) {
@@ -314,8 +312,7 @@ Test(socket_router, gone_peer_unroutable_everywhere_at_on_peer_down)
     t_free_rx(in);
     /* Every shard knows "G" before it leaves. */
     for (unsigned sh = 0; sh < T_SHARDS; sh++) {
-        struct timespec until, now;
-        t_deadline(&until, T_WAIT_S);
+        struct timespec until = deadline_in(T_WAIT_S), now;
         while (t_send_strs(sh, "G", "x", NULL) != 0) {
             clock_gettime(CLOCK_MONOTONIC, &now);
             cr_assert(now.tv_sec <= until.tv_sec, "shard %u never learned of the peer", sh);

@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "runtime/conn.h"
+#include "runtime_util.h"
 #include "wait_util.h"
 
 /* What the echo handler saw, summed over all shards. */
@@ -94,17 +96,6 @@ static const struct mcq_conn_handler echo_handler = {
     .on_close = echo_on_close,
 };
 
-static inline struct mcq_runtime *start_runtime(unsigned shards)
-{
-    struct mcq_config cfg = mcq_config_default();
-    cfg.shards = shards;
-    cfg.pin = false; /* more shards than the 2 cores here: let the scheduler place them */
-    struct mcq_runtime *rt = NULL;
-    int rc = mcq_runtime_create(&cfg, &rt);
-    cr_assert_eq(rc, 0, "runtime: %s", strerror(-rc));
-    return rt;
-}
-
 /* Raises RLIMIT_NOFILE's soft limit to the hard one; false if even that is below need. */
 static inline bool raise_nofile(rlim_t need)
 {
@@ -128,6 +119,24 @@ static inline int client_connect(const struct mcq_sockaddr *addr)
     return fd;
 }
 
+#define NO_LISTEN (-1) /* loopback_socket: bind only */
+
+/* A loopback TCP socket bound to an ephemeral port, listening with `backlog` unless it is
+ * NO_LISTEN; its address into *sin and its endpoint into ep. The caller closes it. */
+static inline int loopback_socket(int backlog, struct sockaddr_in *sin, char *ep, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    *sin = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)sin, sizeof(*sin)), 0);
+    if (backlog != NO_LISTEN)
+        cr_assert_eq(listen(fd, backlog), 0);
+    socklen_t sl = sizeof(*sin);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)sin, &sl), 0);
+    snprintf(ep, len, "tcp://127.0.0.1:%u", ntohs(sin->sin_port));
+    return fd;
+}
+
 /* The address a listener bound, as something a client can connect to. */
 static inline struct mcq_sockaddr listener_addr(const struct mcq_listener *l)
 {
@@ -140,6 +149,15 @@ static inline struct mcq_sockaddr listener_addr(const struct mcq_listener *l)
     struct mcq_sockaddr sa;
     cr_assert_eq(mcq_endpoint_resolve(&ep, false, &sa), 0);
     return sa;
+}
+
+/* Listens on an ephemeral loopback tcp port with cfg (the listener into *l; the caller closes
+ * it) and returns the address a client connects to. */
+static inline struct mcq_sockaddr
+listen_loopback(struct mcq_runtime *rt, const struct mcq_conn_cfg *cfg, struct mcq_listener **l)
+{
+    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", cfg, l), 0);
+    return listener_addr(*l);
 }
 
 static inline void write_all_fd(int fd, const void *buf, size_t len)

@@ -279,8 +279,7 @@ Test(conn, client_reset_mid_stream_does_not_disturb_the_others, .timeout = 120)
     struct mcq_runtime *rt = start_runtime(ECHO_SHARDS);
     struct mcq_conn_cfg cfg = {.handler = &echo_handler, .sndq_max_bytes = 16384};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     unsigned n = RESET_NORMAL + RESET_RESETTERS;
     struct client cl[RESET_NORMAL + RESET_RESETTERS];
     for (unsigned i = 0; i < n; i++)
@@ -421,8 +420,7 @@ Test(conn, half_close_sends_eof_and_keeps_receiving, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(2);
     struct mcq_conn_cfg cfg = {.handler = &h};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     char buf[16];
     read_exact_fd(fd, buf, 5, 10000);
@@ -470,8 +468,7 @@ Test(conn, paused_connection_holds_data_until_resumed, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(2);
     struct mcq_conn_cfg cfg = {.handler = &h};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     cr_assert(test_event_wait(&hs.open_ev, 1, 10));
     write_all_fd(fd, pattern, PAUSE_BYTES);
@@ -555,13 +552,9 @@ Test(conn, connect_refused_and_bad_endpoints, .timeout = 60)
     static const struct mcq_conn_handler h = {.on_open = ping_open, .on_close = hs_close};
     struct mcq_runtime *rt = start_runtime(1);
     /* A bound socket that does not listen: connecting to its port is refused. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t len = sizeof(sin);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    struct sockaddr_in sin;
     char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", ntohs(sin.sin_port));
+    int fd = loopback_socket(NO_LISTEN, &sin, ep, sizeof(ep));
     struct connect_req r = {.endpoint = ep, .timeout_ms = 5000, .h = &h};
     cr_assert_eq(run_connect(rt, 0, &r), 0);
     cr_assert(test_event_wait(&hs.close_ev, 1, 10));
@@ -591,16 +584,11 @@ Test(conn, connect_times_out_against_a_full_backlog, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(1);
     /* A loopback listener with backlog 0 that never accepts: once one connection waits in
      * its queue, the kernel drops further SYNs, so the next connect hangs in SYN_SENT. */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    cr_assert_eq(listen(lfd, 0), 0);
-    socklen_t len = sizeof(sin);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    struct sockaddr_in sin;
+    char ep[64];
+    int lfd = loopback_socket(0, &sin, ep, sizeof(ep));
     int filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_eq(connect(filler, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    char ep[64];
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", ntohs(sin.sin_port));
     uint64_t t0 = now_ns();
     struct connect_req r = {.endpoint = ep, .timeout_ms = 300, .h = &h};
     cr_assert_eq(run_connect(rt, 0, &r), 0);
@@ -657,8 +645,7 @@ Test(conn, steady_state_echo_allocates_nothing, .timeout = 60)
     struct mcq_runtime *rt = start_runtime(1);
     struct mcq_conn_cfg cfg = {.handler = &echo_handler};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     uint8_t *buf = malloc(STEADY_CHUNK);
     echo_rounds(fd, STEADY_WARMUP, buf);

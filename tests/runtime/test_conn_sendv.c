@@ -155,8 +155,7 @@ Test(conn_sendv, whole_or_nothing_and_adjacent_views_merge, .init = setup, .time
     struct mcq_runtime *rt = start_runtime(1);
     struct mcq_conn_cfg cfg = {.handler = &handler, .sndq_max_bytes = BIG_BYTES};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     cr_assert(test_event_wait(&st.open_ev, 1, WAIT_S));
 
@@ -219,8 +218,7 @@ Test(conn_sendv, flush_close_sends_the_whole_queue, .init = setup, .timeout = 60
     struct mcq_runtime *rt = start_runtime(1);
     struct mcq_conn_cfg cfg = {.handler = &handler, .sndq_max_bytes = LINGER_VIEWS * BIG_BYTES};
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &cfg, &l);
     int fd = client_connect(&addr);
     cr_assert(test_event_wait(&st.open_ev, 1, WAIT_S));
     run(rt, task_queue_and_close);

@@ -51,13 +51,8 @@ Test(listener, port_in_use_is_eaddrinuse)
     cr_assert_eq(mcq_conn_listen(rt, ep, &echo_cfg, &again), -EADDRINUSE);
 
     /* A plain socket of someone else listening on a port. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    cr_assert_eq(listen(fd, 1), 0);
-    socklen_t len = sizeof(sin);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%u", ntohs(sin.sin_port));
+    struct sockaddr_in sin;
+    int fd = loopback_socket(1, &sin, ep, sizeof(ep));
     cr_assert_eq(mcq_conn_listen(rt, ep, &echo_cfg, &again), -EADDRINUSE);
     close(fd);
 
@@ -158,8 +153,7 @@ Test(listener, closed_listener_refuses_and_open_connections_survive, .timeout = 
     echo_reset();
     struct mcq_runtime *rt = start_runtime(2);
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &echo_cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &echo_cfg, &l);
     int fd = client_connect(&addr);
     cr_assert(test_event_wait(&echo.open_ev, 1, 10));
     mcq_listener_close(l);
@@ -202,8 +196,7 @@ Test(listener, accept_backs_off_on_emfile_and_recovers, .timeout = 60)
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
     struct mcq_runtime *rt = start_runtime(1);
     struct mcq_listener *l;
-    cr_assert_eq(mcq_conn_listen(rt, "tcp://127.0.0.1:0", &echo_cfg, &l), 0);
-    struct mcq_sockaddr addr = listener_addr(l);
+    struct mcq_sockaddr addr = listen_loopback(rt, &echo_cfg, &l);
     /* One connection first, kept open, so the accept is armed before fds run out. */
     int first = client_connect(&addr);
     cr_assert(test_event_wait(&echo.open_ev, 1, 10));

@@ -55,18 +55,33 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void live_init(struct live *l, int socket_type, const struct mcq_zmtp_mechanism *mech)
+/* A new connection record (heap: its buffers are too big for a test's stack), not yet
+ * connected; release it with live_free. */
+static struct live *live_new(int socket_type, const struct mcq_zmtp_mechanism *mech)
 {
-    memset(l, 0, sizeof(*l));
+    struct live *l = calloc(1, sizeof(*l));
+    cr_assert_not_null(l);
     l->fd = -1;
     l->cfg.socket_type = socket_type;
     l->cfg.mechanism = mech;
     l->cfg.allocator = ca_allocator(&l->ca);
     l->out = (struct mcq_zmtp_out){.buf = l->out_buf, .len = 0, .cap = BUF_CAP};
     l->auth_status = 200;
+    return l;
 }
 
-static void live_plain_client(struct live *l)
+static void *zsocket(void *ctx, int type)
+{
+    void *z = zmq_socket(ctx, type);
+    cr_assert_not_null(z);
+    int zero = 0;
+    zmq_setsockopt(z, ZMQ_LINGER, &zero, sizeof(zero));
+    return z;
+}
+
+/* Makes l a PLAIN client whose credentials the in-process ZAP handler in ctx answers with
+ * `zap_status`; l owns that handler. */
+static void live_plain_client(struct live *l, void *ctx, const char *zap_status)
 {
     l->creds = (struct mcq_zmtp_plain_credentials){
         .username = (const uint8_t *)PLAIN_USER,
@@ -76,6 +91,9 @@ static void live_plain_client(struct live *l)
     };
     l->cfg.mechanism = &mcq_zmtp_mech_plain_client;
     l->cfg.mechanism_arg = &l->creds;
+    l->zap = zsocket(ctx, ZMQ_REP);
+    cr_assert_eq(zmq_bind(l->zap, ZAP_ENDPOINT), 0);
+    l->zap_status = zap_status;
 }
 
 static void tune_fd(int fd)
@@ -338,22 +356,17 @@ static void assert_frame(const struct live *l, size_t i, const void *data, size_
     cr_assert_eq(e->more, more, "frame %zu MORE", i);
 }
 
-static void live_fini(struct live *l)
+/* Closes our side (and the ZAP handler), checks nothing leaked, frees l. */
+static void live_free(struct live *l)
 {
     if (l->fd >= 0)
         close(l->fd);
+    if (l->zap)
+        zmq_close(l->zap);
     mcq_zmtp_session_release(&l->s);
     rec_free(&l->log);
     cr_assert_eq(l->ca.allocs, l->ca.releases, "reassembly buffers leaked");
-}
-
-static void *zsocket(void *ctx, int type)
-{
-    void *z = zmq_socket(ctx, type);
-    cr_assert_not_null(z);
-    int zero = 0;
-    zmq_setsockopt(z, ZMQ_LINGER, &zero, sizeof(zero));
-    return z;
+    free(l);
 }
 
 static void zbind(void *z)
@@ -364,6 +377,72 @@ static void zbind(void *z)
 static void zsend(void *z, const void *data, size_t len, bool more)
 {
     cr_assert_eq(zmq_send(z, data, len, more ? ZMQ_SNDMORE : 0), (int)len);
+}
+
+/* One frame of a multipart message a test sends or expects. */
+struct part {
+    const void *data;
+    size_t len;
+};
+
+#define NPARTS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Sends p[0..n) on libzmq socket z as one message. */
+static void zsend_msg(void *z, const struct part *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        zsend(z, p[i].data, p[i].len, i + 1 < n);
+}
+
+/* Sends p[0..n) through our session as one message. */
+static void live_send_msg(struct live *l, const struct part *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        live_send_frame(l, p[i].data, p[i].len, i + 1 < n);
+}
+
+/* Receives one message on libzmq socket z (pumping our side): exactly p[0..n). */
+static void assert_zmsg_parts(struct live *l, void *z, const struct part *p, size_t n)
+{
+    zmq_msg_t parts[MAX_PARTS];
+    int got = zrecv_parts(l, z, parts);
+    cr_assert_eq(got, (int)n);
+    for (size_t i = 0; i < n; i++)
+        assert_part(&parts[i], p[i].data, p[i].len);
+    close_parts(parts, got);
+}
+
+/* Waits until our session has n frames: the first n are one message, exactly p[0..n). */
+static void assert_frames(struct live *l, const struct part *p, size_t n)
+{
+    wait_events(l, MCQ_ZMTP_EV_FRAME, n);
+    for (size_t i = 0; i < n; i++)
+        assert_frame(l, i, p[i].data, p[i].len, i + 1 < n);
+}
+
+/* Receives one single-frame message on libzmq socket z: exactly want[0..len). */
+static void assert_zmsg(struct live *l, void *z, const void *want, size_t len)
+{
+    assert_zmsg_parts(l, z, &(struct part){want, len}, 1);
+}
+
+/* A libzmq DEALER that logs in to a PLAIN server as PLAIN_USER with `password`. */
+static void *zplain_dealer(void *ctx, const char *password)
+{
+    void *dealer = zsocket(ctx, ZMQ_DEALER);
+    zmq_setsockopt(dealer, ZMQ_PLAIN_USERNAME, PLAIN_USER, strlen(PLAIN_USER));
+    zmq_setsockopt(dealer, ZMQ_PLAIN_PASSWORD, password, strlen(password));
+    return dealer;
+}
+
+/* A bound libzmq ROUTER that is a PLAIN server (its ZAP handler decides). */
+static void *zplain_router(void *ctx)
+{
+    void *router = zsocket(ctx, ZMQ_ROUTER);
+    int one = 1;
+    zmq_setsockopt(router, ZMQ_PLAIN_SERVER, &one, sizeof(one));
+    zbind(router);
+    return router;
 }
 
 static uint8_t *big_payload(uint8_t seed)
@@ -382,8 +461,7 @@ Test(interop, null_engine_dealer_connects_to_libzmq_router, .timeout = TEST_TIME
     void *ctx = zmq_ctx_new();
     void *router = zsocket(ctx, ZMQ_ROUTER);
     zbind(router);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_DEALER, NULL);
+    struct live *l = live_new(MCQ_ZMTP_DEALER, NULL);
     l->cfg.identity = (const uint8_t *)"E1";
     l->cfg.identity_len = 2;
     live_connect(l, router);
@@ -392,27 +470,17 @@ Test(interop, null_engine_dealer_connects_to_libzmq_router, .timeout = TEST_TIME
     cr_assert_eq(mcq_zmtp_session_peer_minor(&l->s), 1);
 
     uint8_t *big = big_payload(1);
-    live_send_frame(l, "a", 1, true);
-    live_send_frame(l, "b", 1, true);
-    live_send_frame(l, big, BIG_FRAME, false);
-    zmq_msg_t parts[MAX_PARTS];
-    int n = zrecv_parts(l, router, parts);
-    cr_assert_eq(n, 4);
-    assert_part(&parts[0], "E1", 2); /* our Identity became the routing id */
-    assert_part(&parts[1], "a", 1);
-    assert_part(&parts[2], "b", 1);
-    assert_part(&parts[3], big, BIG_FRAME);
-    close_parts(parts, n);
+    const struct part out[] = {{"a", 1}, {"b", 1}, {big, BIG_FRAME}};
+    live_send_msg(l, out, NPARTS(out));
+    /* our Identity became the routing id */
+    const struct part at_router[] = {{"E1", 2}, {"a", 1}, {"b", 1}, {big, BIG_FRAME}};
+    assert_zmsg_parts(l, router, at_router, NPARTS(at_router));
 
-    zsend(router, "E1", 2, true);
-    zsend(router, "x", 1, true);
-    zsend(router, big, BIG_FRAME, false);
-    wait_events(l, MCQ_ZMTP_EV_FRAME, 2);
-    assert_frame(l, 0, "x", 1, true);
-    assert_frame(l, 1, big, BIG_FRAME, false);
+    const struct part back[] = {{"E1", 2}, {"x", 1}, {big, BIG_FRAME}};
+    zsend_msg(router, back, NPARTS(back));
+    assert_frames(l, back + 1, NPARTS(back) - 1);
     free(big);
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(router);
     zmq_ctx_term(ctx);
 }
@@ -422,8 +490,7 @@ Test(interop, null_engine_router_accepts_libzmq_dealer, .timeout = TEST_TIMEOUT_
     void *ctx = zmq_ctx_new();
     void *dealer = zsocket(ctx, ZMQ_DEALER);
     zmq_setsockopt(dealer, ZMQ_ROUTING_ID, "Z1", 2);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_ROUTER, NULL);
+    struct live *l = live_new(MCQ_ZMTP_ROUTER, NULL);
     live_accept_from(l, dealer);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     size_t id_len;
@@ -432,26 +499,16 @@ Test(interop, null_engine_router_accepts_libzmq_dealer, .timeout = TEST_TIMEOUT_
     cr_assert_eq(memcmp(id, "Z1", 2), 0);
     cr_assert_eq(mcq_zmtp_session_peer_socket_type(&l->s), MCQ_ZMTP_DEALER);
 
-    zsend(dealer, "p", 1, true);
-    zsend(dealer, "", 0, true);
-    zsend(dealer, "q", 1, false);
-    wait_events(l, MCQ_ZMTP_EV_FRAME, 3);
-    assert_frame(l, 0, "p", 1, true);
-    assert_frame(l, 1, "", 0, true);
-    assert_frame(l, 2, "q", 1, false);
+    const struct part in[] = {{"p", 1}, {"", 0}, {"q", 1}};
+    zsend_msg(dealer, in, NPARTS(in));
+    assert_frames(l, in, NPARTS(in));
 
     char long_frame[300];
     memset(long_frame, 'L', sizeof(long_frame));
-    live_send_frame(l, "r", 1, true);
-    live_send_frame(l, long_frame, sizeof(long_frame), false);
-    zmq_msg_t parts[MAX_PARTS];
-    int n = zrecv_parts(l, dealer, parts);
-    cr_assert_eq(n, 2);
-    assert_part(&parts[0], "r", 1);
-    assert_part(&parts[1], long_frame, sizeof(long_frame));
-    close_parts(parts, n);
-    live_fini(l);
-    free(l);
+    const struct part out[] = {{"r", 1}, {long_frame, sizeof(long_frame)}};
+    live_send_msg(l, out, NPARTS(out));
+    assert_zmsg_parts(l, dealer, out, NPARTS(out));
+    live_free(l);
     zmq_close(dealer);
     zmq_ctx_term(ctx);
 }
@@ -462,14 +519,12 @@ Test(interop, null_engine_refuses_incompatible_libzmq_peer, .timeout = TEST_TIME
     void *ctx = zmq_ctx_new();
     void *push = zsocket(ctx, ZMQ_PUSH);
     zbind(push);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_SUB, NULL);
+    struct live *l = live_new(MCQ_ZMTP_SUB, NULL);
     live_connect(l, push);
     cr_assert_eq(wait_closed(l), -EPROTO, "engine must refuse PUSH as SUB's peer");
     cr_assert(strstr(mcq_zmtp_session_reason(&l->s), "PUSH") != NULL, "reason: %s",
               mcq_zmtp_session_reason(&l->s));
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(push);
     zmq_ctx_term(ctx);
 }
@@ -477,25 +532,12 @@ Test(interop, null_engine_refuses_incompatible_libzmq_peer, .timeout = TEST_TIME
 /* ---------------------------------------------------------------------------------------
  * PLAIN */
 
-static void *zap_handler(void *ctx)
-{
-    void *zap = zsocket(ctx, ZMQ_REP);
-    cr_assert_eq(zmq_bind(zap, ZAP_ENDPOINT), 0);
-    return zap;
-}
-
 Test(interop, plain_engine_client_libzmq_server_accepts, .timeout = TEST_TIMEOUT_S)
 {
     void *ctx = zmq_ctx_new();
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_DEALER, NULL);
-    live_plain_client(l);
-    l->zap = zap_handler(ctx);
-    l->zap_status = "200";
-    void *router = zsocket(ctx, ZMQ_ROUTER);
-    int one = 1;
-    zmq_setsockopt(router, ZMQ_PLAIN_SERVER, &one, sizeof(one));
-    zbind(router);
+    struct live *l = live_new(MCQ_ZMTP_DEALER, NULL);
+    live_plain_client(l, ctx, "200");
+    void *router = zplain_router(ctx);
     live_connect(l, router);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     cr_assert_eq(l->zap_requests, 1);
@@ -514,11 +556,8 @@ Test(interop, plain_engine_client_libzmq_server_accepts, .timeout = TEST_TIMEOUT
     close_parts(parts, n);
     wait_events(l, MCQ_ZMTP_EV_FRAME, 1);
     assert_frame(l, 0, "ho", 2, false);
-    void *zap = l->zap;
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(router);
-    zmq_close(zap);
     zmq_ctx_term(ctx);
 }
 
@@ -526,55 +565,36 @@ Test(interop, plain_engine_client_libzmq_server_accepts, .timeout = TEST_TIMEOUT
 Test(interop, plain_engine_client_libzmq_server_rejects, .timeout = TEST_TIMEOUT_S)
 {
     void *ctx = zmq_ctx_new();
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_DEALER, NULL);
-    live_plain_client(l);
-    l->zap = zap_handler(ctx);
-    l->zap_status = "400";
-    void *router = zsocket(ctx, ZMQ_ROUTER);
-    int one = 1;
-    zmq_setsockopt(router, ZMQ_PLAIN_SERVER, &one, sizeof(one));
-    zbind(router);
+    struct live *l = live_new(MCQ_ZMTP_DEALER, NULL);
+    live_plain_client(l, ctx, "400");
+    void *router = zplain_router(ctx);
     live_connect(l, router);
     cr_assert_eq(wait_closed(l), -ECONNREFUSED, "rc %d: %s", l->rc, mcq_zmtp_session_reason(&l->s));
     cr_assert(strstr(mcq_zmtp_session_reason(&l->s), "400") != NULL, "reason: %s",
               mcq_zmtp_session_reason(&l->s));
     cr_assert_eq(count_events(l, MCQ_ZMTP_EV_READY), 0);
-    void *zap = l->zap;
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(router);
-    zmq_close(zap);
     zmq_ctx_term(ctx);
 }
 
 Test(interop, plain_engine_server_libzmq_client, .timeout = TEST_TIMEOUT_S)
 {
     void *ctx = zmq_ctx_new();
-    void *dealer = zsocket(ctx, ZMQ_DEALER);
-    zmq_setsockopt(dealer, ZMQ_PLAIN_USERNAME, PLAIN_USER, strlen(PLAIN_USER));
-    zmq_setsockopt(dealer, ZMQ_PLAIN_PASSWORD, PLAIN_PASS, strlen(PLAIN_PASS));
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_ROUTER, &mcq_zmtp_mech_plain_server);
+    void *dealer = zplain_dealer(ctx, PLAIN_PASS);
+    struct live *l = live_new(MCQ_ZMTP_ROUTER, &mcq_zmtp_mech_plain_server);
     live_accept_from(l, dealer);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     cr_assert_eq(count_events(l, MCQ_ZMTP_EV_AUTH), 1);
     /* mechanism|domain|address|identity|username|password */
     cr_assert_str_eq((const char *)l->log.ev[0].data, "PLAIN||||" PLAIN_USER "|" PLAIN_PASS);
 
-    zsend(dealer, "m1", 2, true);
-    zsend(dealer, "m2", 2, false);
-    wait_events(l, MCQ_ZMTP_EV_FRAME, 2);
-    assert_frame(l, 0, "m1", 2, true);
-    assert_frame(l, 1, "m2", 2, false);
+    const struct part in[] = {{"m1", 2}, {"m2", 2}};
+    zsend_msg(dealer, in, NPARTS(in));
+    assert_frames(l, in, NPARTS(in));
     live_send_frame(l, "back", 4, false);
-    zmq_msg_t parts[MAX_PARTS];
-    int n = zrecv_parts(l, dealer, parts);
-    cr_assert_eq(n, 1);
-    assert_part(&parts[0], "back", 4);
-    close_parts(parts, n);
-    live_fini(l);
-    free(l);
+    assert_zmsg(l, dealer, "back", 4);
+    live_free(l);
     zmq_close(dealer);
     zmq_ctx_term(ctx);
 }
@@ -584,14 +604,11 @@ Test(interop, plain_engine_server_libzmq_client, .timeout = TEST_TIMEOUT_S)
 Test(interop, plain_engine_server_rejects_libzmq_client, .timeout = TEST_TIMEOUT_S)
 {
     void *ctx = zmq_ctx_new();
-    void *dealer = zsocket(ctx, ZMQ_DEALER);
-    zmq_setsockopt(dealer, ZMQ_PLAIN_USERNAME, PLAIN_USER, strlen(PLAIN_USER));
-    zmq_setsockopt(dealer, ZMQ_PLAIN_PASSWORD, "wrong", 5);
+    void *dealer = zplain_dealer(ctx, "wrong");
     cr_assert_eq(zmq_socket_monitor(dealer, "inproc://mon-plain", ZMQ_EVENT_ALL), 0);
     void *mon = zsocket(ctx, ZMQ_PAIR);
     cr_assert_eq(zmq_connect(mon, "inproc://mon-plain"), 0);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_ROUTER, &mcq_zmtp_mech_plain_server);
+    struct live *l = live_new(MCQ_ZMTP_ROUTER, &mcq_zmtp_mech_plain_server);
     l->auth_status = 400;
     live_accept_from(l, dealer);
     cr_assert_eq(wait_closed(l), -EACCES);
@@ -623,8 +640,7 @@ Test(interop, plain_engine_server_rejects_libzmq_client, .timeout = TEST_TIMEOUT
                   value == ZMQ_PROTOCOL_ERROR_ZMTP_UNEXPECTED_COMMAND) ||
                  event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
     }
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(mon);
     zmq_close(dealer);
     zmq_ctx_term(ctx);
@@ -633,23 +649,13 @@ Test(interop, plain_engine_server_rejects_libzmq_client, .timeout = TEST_TIMEOUT
 /* ---------------------------------------------------------------------------------------
  * Subscriptions */
 
-static void assert_zmsg(struct live *l, void *z, const void *want, size_t len)
-{
-    zmq_msg_t parts[MAX_PARTS];
-    int n = zrecv_parts(l, z, parts);
-    cr_assert_eq(n, 1);
-    assert_part(&parts[0], want, len);
-    close_parts(parts, n);
-}
-
 /* Engine SUB (announcing 3.1, then 3.0) to libzmq XPUB: SUBSCRIBE/CANCEL arrive as 01/00. */
 static void engine_sub_to_xpub(bool announce_zmtp30)
 {
     void *ctx = zmq_ctx_new();
     void *xpub = zsocket(ctx, ZMQ_XPUB);
     zbind(xpub);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_SUB, NULL);
+    struct live *l = live_new(MCQ_ZMTP_SUB, NULL);
     l->cfg.announce_zmtp30 = announce_zmtp30;
     live_connect(l, xpub);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
@@ -665,8 +671,7 @@ static void engine_sub_to_xpub(bool announce_zmtp30)
     live_send_subscription(l, false, "A");
     assert_zmsg(l, xpub, cancel_a, sizeof(cancel_a));
     cr_assert_eq(count_events(l, MCQ_ZMTP_EV_FRAME), 2);
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(xpub);
     zmq_ctx_term(ctx);
 }
@@ -688,8 +693,7 @@ Test(interop, engine_sub_libzmq_pub_filters, .timeout = TEST_TIMEOUT_S)
     void *ctx = zmq_ctx_new();
     void *pub = zsocket(ctx, ZMQ_PUB);
     zbind(pub);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_SUB, NULL);
+    struct live *l = live_new(MCQ_ZMTP_SUB, NULL);
     live_connect(l, pub);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     live_send_subscription(l, true, "A");
@@ -702,8 +706,7 @@ Test(interop, engine_sub_libzmq_pub_filters, .timeout = TEST_TIMEOUT_S)
     }
     for (size_t i = 0; i < count_events(l, MCQ_ZMTP_EV_FRAME); i++)
         assert_frame(l, i, "A", 1, false);
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(pub);
     zmq_ctx_term(ctx);
 }
@@ -714,8 +717,7 @@ static void libzmq_sub_to_engine(int engine_type, bool announce_zmtp30)
 {
     void *ctx = zmq_ctx_new();
     void *sub = zsocket(ctx, ZMQ_SUB);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, engine_type, NULL);
+    struct live *l = live_new(engine_type, NULL);
     l->cfg.announce_zmtp30 = announce_zmtp30;
     live_accept_from(l, sub);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
@@ -737,8 +739,7 @@ static void libzmq_sub_to_engine(int engine_type, bool announce_zmtp30)
     cr_assert_not(e->subscribe);
     cr_assert_eq(e->len, 1);
     cr_assert_eq(e->data[0], 'A');
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(sub);
     zmq_ctx_term(ctx);
 }
@@ -770,8 +771,7 @@ Test(interop, libzmq_pings_engine_pongs, .timeout = TEST_TIMEOUT_S)
     int ivl = HB_IVL_MS, ttl = HB_TTL_MS;
     zmq_setsockopt(dealer, ZMQ_HEARTBEAT_IVL, &ivl, sizeof(ivl));
     zmq_setsockopt(dealer, ZMQ_HEARTBEAT_TTL, &ttl, sizeof(ttl));
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_ROUTER, NULL);
+    struct live *l = live_new(MCQ_ZMTP_ROUTER, NULL);
     live_accept_from(l, dealer);
     wait_events(l, MCQ_ZMTP_EV_READY, 1);
     wait_events(l, MCQ_ZMTP_EV_PING, 5);
@@ -785,8 +785,7 @@ Test(interop, libzmq_pings_engine_pongs, .timeout = TEST_TIMEOUT_S)
     wait_events(l, MCQ_ZMTP_EV_FRAME, 1);
     assert_frame(l, 0, "alive", 5, false);
     cr_assert(!l->eof);
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(dealer);
     zmq_ctx_term(ctx);
 }
@@ -797,8 +796,7 @@ Test(interop, engine_pings_libzmq_pongs, .timeout = TEST_TIMEOUT_S)
     void *ctx = zmq_ctx_new();
     void *router = zsocket(ctx, ZMQ_ROUTER);
     zbind(router);
-    struct live *l = malloc(sizeof(*l));
-    live_init(l, MCQ_ZMTP_DEALER, NULL);
+    struct live *l = live_new(MCQ_ZMTP_DEALER, NULL);
     l->cfg.heartbeat_ivl_ms = HB_IVL_MS;
     l->cfg.heartbeat_timeout_ms = 4 * HB_IVL_MS;
     live_connect(l, router);
@@ -823,8 +821,7 @@ Test(interop, engine_pings_libzmq_pongs, .timeout = TEST_TIMEOUT_S)
         cr_assert_lt(now_ns(), end);
     }
     cr_assert_eq(l->rc, 0, "%s", mcq_zmtp_session_reason(&l->s));
-    live_fini(l);
-    free(l);
+    live_free(l);
     zmq_close(router);
     zmq_ctx_term(ctx);
 }

@@ -10,13 +10,32 @@ static const struct mcq_zmtp_plain_credentials admin = {
     .password_len = 6,
 };
 
-static void plain_pair(struct peer *c, struct peer *s)
+/* Sets c up (not started) as a DEALER logging in with `admin`. */
+static void plain_client_setup(struct peer *c)
 {
     peer_setup(c, MCQ_ZMTP_DEALER);
-    peer_setup(s, MCQ_ZMTP_ROUTER);
     c->cfg.mechanism = &mcq_zmtp_mech_plain_client;
     c->cfg.mechanism_arg = &admin;
+}
+
+/* Sets s up (not started) as a ROUTER that is a PLAIN server. */
+static void plain_server_setup(struct peer *s)
+{
+    peer_setup(s, MCQ_ZMTP_ROUTER);
     s->cfg.mechanism = &mcq_zmtp_mech_plain_server;
+}
+
+/* Asserts that p has written exactly want[0..len) so far. */
+static void assert_out(const struct peer *p, const uint8_t *want, size_t len)
+{
+    cr_assert_eq(p->out.len, len);
+    cr_assert_eq(memcmp(p->out.buf, want, len), 0);
+}
+
+static void plain_pair(struct peer *c, struct peer *s)
+{
+    plain_client_setup(c);
+    plain_server_setup(s);
     s->cfg.zap_domain = "global";
     s->cfg.peer_address = "127.0.0.1";
     s->cfg.identity = (const uint8_t *)"srv";
@@ -60,8 +79,7 @@ Test(plain, accept_then_messages_flow_both_ways)
 Test(plain, server_bytes_match_rfc24_flow)
 {
     static struct peer s;
-    peer_setup(&s, MCQ_ZMTP_ROUTER);
-    s.cfg.mechanism = &mcq_zmtp_mech_plain_server;
+    plain_server_setup(&s);
     s.auth_status = 200;
     peer_start(&s, T0);
     static const uint8_t in[] = G_PLAIN_C HELLO_ADMIN INITIATE_DEALER "\x00\x02hi";
@@ -70,30 +88,20 @@ Test(plain, server_bytes_match_rfc24_flow)
     cr_assert_eq(s.log.n, 3);
     cr_assert_eq(s.log.ev[1].type, MCQ_ZMTP_EV_READY);
     cr_assert_eq(s.log.ev[2].type, MCQ_ZMTP_EV_FRAME);
-    static const uint8_t want[] = G_PLAIN_S WELCOME "\x04\x29\x05READY\x0bSocket-Type"
-                                                    "\0\0\0\x06"
-                                                    "ROUTER\x08Identity" Z4;
-    cr_assert_eq(s.out.len, sizeof(want) - 1);
-    cr_assert_eq(memcmp(s.out.buf, want, sizeof(want) - 1), 0);
+    assert_out(&s, LIT(G_PLAIN_S WELCOME READY_ROUTER));
     peer_release(&s);
 }
 
 Test(plain, client_bytes_match_rfc24_flow)
 {
     static struct peer c;
-    peer_setup(&c, MCQ_ZMTP_DEALER);
-    c.cfg.mechanism = &mcq_zmtp_mech_plain_client;
-    c.cfg.mechanism_arg = &admin;
+    plain_client_setup(&c);
     peer_start(&c, T0);
-    static const uint8_t in[] = G_PLAIN_S WELCOME "\x04\x29\x05READY\x0bSocket-Type"
-                                                  "\0\0\0\x06"
-                                                  "ROUTER\x08Identity" Z4;
+    static const uint8_t in[] = G_PLAIN_S WELCOME READY_ROUTER;
     feed(&c.s, &c.ca, in, sizeof(in) - 1, T0, &c.out, &c.log, 0);
     cr_assert_eq(c.log.err, 0, "%s", c.log.reason);
     cr_assert_eq(c.log.n, 1);
-    static const uint8_t want[] = G_PLAIN_C HELLO_ADMIN INITIATE_DEALER;
-    cr_assert_eq(c.out.len, sizeof(want) - 1);
-    cr_assert_eq(memcmp(c.out.buf, want, sizeof(want) - 1), 0);
+    assert_out(&c, LIT(G_PLAIN_C HELLO_ADMIN INITIATE_DEALER));
     peer_release(&c);
 }
 
@@ -104,11 +112,9 @@ Test(plain, reject_400_sends_error_and_client_sees_refusal)
     peer_pump(&c, &s, T0, 0);
     cr_assert_eq(mcq_zmtp_session_auth_reply(&s.s, 400, &s.out), -EACCES);
     cr_assert_eq(mcq_zmtp_session_state(&s.s), MCQ_ZMTP_CLOSED);
-    static const uint8_t err[] = "\x04\x0a\x05"
-                                 "ERROR\x03"
-                                 "400";
-    cr_assert_eq(s.out.len, sizeof(err) - 1);
-    cr_assert_eq(memcmp(s.out.buf, err, sizeof(err) - 1), 0);
+    assert_out(&s, LIT("\x04\x0a\x05"
+                       "ERROR\x03"
+                       "400"));
     peer_deliver(&s, &c, T0, 0);
     cr_assert_eq(c.log.err, -ECONNREFUSED);
     cr_assert(strstr(c.log.reason, "\"400\""), "%s", c.log.reason);
@@ -131,9 +137,7 @@ Test(plain, reject_300_closes_silently)
 Test(plain, client_accepts_libzmq_malformed_error)
 {
     static struct peer c;
-    peer_setup(&c, MCQ_ZMTP_DEALER);
-    c.cfg.mechanism = &mcq_zmtp_mech_plain_client;
-    c.cfg.mechanism_arg = &admin;
+    plain_client_setup(&c);
     peer_start(&c, T0);
     static const uint8_t in[] = G_PLAIN_S "\x04\x09\x5eRROR\x03"
                                           "400";
@@ -146,8 +150,7 @@ Test(plain, client_accepts_libzmq_malformed_error)
 Test(plain, input_is_held_while_the_auth_answer_is_due)
 {
     static struct peer s;
-    peer_setup(&s, MCQ_ZMTP_ROUTER);
-    s.cfg.mechanism = &mcq_zmtp_mech_plain_server;
+    plain_server_setup(&s);
     peer_start(&s, T0);
     static const uint8_t in[] = G_PLAIN_C HELLO_ADMIN INITIATE_DEALER;
     size_t len = sizeof(in) - 1, used;
@@ -168,10 +171,8 @@ Test(plain, input_is_held_while_the_auth_answer_is_due)
 Test(plain, mechanism_mismatch_fails_both_sides)
 {
     static struct peer c, s;
-    peer_setup(&c, MCQ_ZMTP_DEALER);
+    plain_client_setup(&c);
     peer_setup(&s, MCQ_ZMTP_ROUTER);
-    c.cfg.mechanism = &mcq_zmtp_mech_plain_client;
-    c.cfg.mechanism_arg = &admin;
     peer_start(&c, T0);
     peer_start(&s, T0);
     peer_pump(&c, &s, T0, 0);

@@ -27,10 +27,6 @@ struct bad_case {
 #define D10 "DDDDDDDDDD"
 #define D50 D10 D10 D10 D10 D10
 #define D100 D50 D50
-#define READY_ROUTER                                                                               \
-    "\x04\x29\x05READY\x0bSocket-Type"                                                             \
-    "\0\0\0\x06"                                                                                   \
-    "ROUTER" ID0
 
 #define CASE(name_, type_, mech_, bytes_, why_)                                                    \
     {                                                                                              \

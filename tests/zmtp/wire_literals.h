@@ -29,6 +29,10 @@
     "DEALER\x08Identity"                                                                           \
     "\0\0\0\x02"                                                                                   \
     "AB"
+#define READY_ROUTER                                                                               \
+    "\x04\x29\x05READY\x0bSocket-Type"                                                             \
+    "\0\0\0\x06"                                                                                   \
+    "ROUTER\x08Identity" Z4
 #define READY_SUB "\x04\x19\x05READY\x0bSocket-Type\0\0\0\x03SUB"
 #define READY_PUB "\x04\x19\x05READY\x0bSocket-Type\0\0\0\x03PUB"
 #define INITIATE_DEALER                                                                            \

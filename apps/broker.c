@@ -2,7 +2,11 @@
  * with its client's routing id as frame 0 and goes, whole, out of the backend DEALER (which
  * round-robins over every worker on every shard); a reply arrives on the backend with that
  * id still first and goes out of the frontend ROUTER, which routes it to the client.
- * Requests that find no worker with room wait (held) until one has room or connects. */
+ * Requests that find no worker with room wait (held) until one has room or connects; once
+ * BROKER_PAUSE_AT wait on a shard, that shard stops reading its clients (TCP backpressure,
+ * as zmq_proxy blocks on a full backend) until they are down to BROKER_RESUME_AT, so no
+ * request is ever dropped. Replies for a client that does not read are held (and past
+ * MCQ_HELD_MAX dropped, as libzmq's ROUTER drops them), never stalling other clients. */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +26,15 @@ static const char usage[] =
     "Prints 'mcq-broker: listening on EP' per endpoint and 'mcq-broker: ready' on stderr.\n"
     "Runs until SIGINT or SIGTERM, then exits 0.\n";
 
+/* Requests held on a shard at which it stops reading its clients, and at which it starts
+ * again (hysteresis, so the pause is not toggled per message). */
+#define BROKER_PAUSE_AT 1024u
+#define BROKER_RESUME_AT 256u
+
 /* Per shard: the messages waiting for each socket, and whether shutdown began. */
 struct broker_shard {
     struct mcq_held held[2]; /* indexed like broker.sock */
+    bool clients_paused;     /* the frontend's input on this shard, at BROKER_PAUSE_AT */
     bool closing;
 };
 
@@ -43,7 +53,6 @@ struct side {
 
 static void side_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m, void *user)
 {
-    (void)s;
     struct side *from = user;
     struct broker_shard *bs = &from->b->shards[mcq_shard_id(sh)];
     if (bs->closing) {
@@ -51,15 +60,25 @@ static void side_msg(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg 
         return;
     }
     mcq_held_send(&bs->held[1 - from->index], sh, m);
+    if (from->index == FRONT && !bs->clients_paused &&
+        mcq_held_count(&bs->held[BACK]) >= BROKER_PAUSE_AT &&
+        mcq_socket_pause_input(sh, s, true) == 0)
+        bs->clients_paused = true;
 }
 
 static void side_writable(struct mcq_shard *sh, struct mcq_socket *s, void *user)
 {
     (void)s;
     struct side *side = user;
-    struct broker_shard *bs = &side->b->shards[mcq_shard_id(sh)];
-    if (!bs->closing)
-        mcq_held_drain(&bs->held[side->index], sh);
+    struct broker *b = side->b;
+    struct broker_shard *bs = &b->shards[mcq_shard_id(sh)];
+    if (bs->closing)
+        return;
+    mcq_held_drain(&bs->held[side->index], sh);
+    if (side->index == BACK && bs->clients_paused &&
+        mcq_held_count(&bs->held[BACK]) <= BROKER_RESUME_AT &&
+        mcq_socket_pause_input(sh, b->sock[FRONT], false) == 0)
+        bs->clients_paused = false;
 }
 
 /* A new worker may take requests this shard holds. */

@@ -167,6 +167,13 @@ int mcq_connect(struct mcq_socket *s, const char *endpoint);
  * one): pair RELAXED with CORRELATE, as libzmq advises, for Lazy Pirate. */
 int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m);
 
+/* Input backpressure for a program that cannot take more now (a proxy whose other side is
+ * full): with pause true, shard sh (the calling shard) stops reading from every peer of s
+ * it owns, those that connect later included, so their senders meet TCP backpressure as
+ * at libzmq's RCVHWM; on_msg runs for none of their input until pause false. Messages
+ * other shards pass to sh (REQ replies) still arrive. 0, -EINVAL, -ENOTCONN (closing). */
+int mcq_socket_pause_input(struct mcq_shard *sh, struct mcq_socket *s, bool pause);
+
 /* Closes the socket: stops accepting and connecting, flushes queued output (also what other
  * shards accepted and is still on its way) for up to LINGER ms from the call in all, then
  * frees it. No callback runs after it returns. Non-shard thread. A socket left open is

@@ -970,24 +970,27 @@ static void settle(struct mcq_pstate *ps)
         }
     }
     struct mcq_held *h;
-    while (ps->up && !pt->closing && (h = mcq_heldq_pop(&ps->inq))) {
+    while (ps->up && !pt->closing && !pt->input_paused && (h = mcq_heldq_pop(&ps->inq))) {
         mcq_route_input(ps, h->m);
         free(h);
     }
-    mcq_heldq_free(&ps->inq);
+    /* Paused input stays held for mcq_socket_pause_input(false); a peer gone drops it. */
+    if (!ps->up || pt->closing)
+        mcq_heldq_free(&ps->inq);
     mcq_pstate_rcv_check(ps);
 }
 
 void mcq_pstate_rcv_check(struct mcq_pstate *ps)
 {
     uint32_t hwm = ps->cfg->rcvhwm;
-    if (!ps->up || hwm == 0)
+    if (!ps->up)
         return;
     uint32_t held = ps->inq.len + ps->rep_held;
-    if (held >= hwm && !ps->paused) {
+    bool pause = ps->pt->input_paused || (hwm && held >= hwm);
+    if (pause && !ps->paused) {
         ps->paused = true;
         mcq_peer_pause(ps->peer);
-    } else if (held < hwm && ps->paused) {
+    } else if (!pause && ps->paused) {
         ps->paused = false;
         mcq_peer_resume(ps->peer);
     }
@@ -1714,6 +1717,24 @@ void mcq_socket_close(struct mcq_socket *s)
     pthread_mutex_unlock(&s->lock);
     mcq_runtime_remove_cleanup(s->rt, &s->cleanup);
     socket_free(s);
+}
+
+int mcq_socket_pause_input(struct mcq_shard *sh, struct mcq_socket *s, bool pause)
+{
+    if (!sh || !s)
+        return -EINVAL;
+    struct mcq_part *pt = part_here(s, sh);
+    if (pt->closing || pt->quiet)
+        return -ENOTCONN;
+    pt->input_paused = pause;
+    for (struct mcq_pstate *ps = pt->peers, *next; ps; ps = next) {
+        next = ps->next;
+        if (ps->closing)
+            continue;
+        settle(ps); /* on resume, input held meanwhile goes first, in order */
+        mcq_pstate_rcv_check(ps);
+    }
+    return 0;
 }
 
 int mcq_send(struct mcq_shard *sh, struct mcq_socket *s, struct mcq_msg *m)

@@ -197,6 +197,7 @@ struct mcq_part {
     uint32_t slot_max;
     struct mcq_pstate *peers;
     bool want_writable;
+    bool input_paused; /* mcq_socket_pause_input: every local peer's input stopped */
     /* REQ */
     bool req_busy;
     bool req_correlated; /* the request out carries req_id (REQ_CORRELATE) */
@@ -263,8 +264,9 @@ void mcq_pstate_req_done(struct mcq_pstate *ps);
  * its envelope still on: [request id] + delimiter). */
 void mcq_part_forward_reply(struct mcq_part *pt, unsigned to, const struct mcq_peer_ref *from,
                             struct mcq_msg *m);
-/* RCVHWM: pauses ps's input (TCP backpressure) while it has RCVHWM messages or more held
- * (inq and, for REP, requests waiting for their turn), and resumes it below. */
+/* Pauses ps's input (TCP backpressure) while the application paused the partition's
+ * input or ps has RCVHWM messages or more held (inq and, for REP, requests waiting for
+ * their turn), and resumes it otherwise. */
 void mcq_pstate_rcv_check(struct mcq_pstate *ps);
 /* The handle of a local peer's current connection. */
 struct mcq_peer_ref mcq_pstate_ref(const struct mcq_pstate *ps);

@@ -382,6 +382,72 @@ Test(apps, broker_holds_requests_until_a_worker_connects_and_serves_dealers)
     cr_assert_eq(proc_signal_and_wait(broker, SIGINT), 0, "stderr:\n%s", broker->errlog);
 }
 
+#define FLOOD_MAX 80000u        /* requests offered; far past MCQ_HELD_MAX (65536) */
+#define FLOOD_BYTES 1024        /* per request */
+#define FLOOD_SNDBUF (64 << 10) /* the client's socket buffer: no autotuning */
+#define FLOOD_BLOCKED_MS 300    /* a send blocked this long means backpressure */
+
+/* With no worker, a client floods the broker: once its shard holds BROKER_PAUSE_AT requests
+ * it stops reading the client, whose sends block well before the broker's own bound
+ * (which would drop); then a worker connects and every request offered is answered. */
+Test(apps, broker_backpressures_clients_instead_of_dropping)
+{
+    struct proc *broker = start_app((const char *[]){
+        MCQ_BROKER_BIN, "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0", NULL});
+    void *client = zsock(ZMQ_DEALER);
+    int v = 1;
+    zmq_setsockopt(client, ZMQ_SNDHWM, &v, sizeof(v));
+    v = FLOOD_SNDBUF;
+    zmq_setsockopt(client, ZMQ_SNDBUF, &v, sizeof(v));
+    v = FLOOD_BLOCKED_MS;
+    zmq_setsockopt(client, ZMQ_SNDTIMEO, &v, sizeof(v));
+    cr_assert_eq(zmq_connect(client, broker->endpoints[0]), 0);
+    static char body[FLOOD_BYTES];
+    unsigned sent = 0;
+    while (sent < FLOOD_MAX) {
+        memcpy(body, &sent, sizeof(sent));
+        if (zmq_send(client, body, sizeof(body), 0) < 0)
+            break;
+        sent++;
+    }
+    cr_assert_lt(sent, FLOOD_MAX, "the broker never pushed back (%u requests taken)", sent);
+    cr_assert_eq(zmq_errno(), EAGAIN);
+    void *worker = zconnect(ZMQ_DEALER, broker->endpoints[1]);
+    unsigned answered = 0;
+    long deadline = proc_now_ms() + PROC_WAIT_MS;
+    while (answered < sent) {
+        cr_assert(proc_now_ms() < deadline, "%u of %u requests answered", answered, sent);
+        zmq_pollitem_t items[2] = {{.socket = worker, .events = ZMQ_POLLIN},
+                                   {.socket = client, .events = ZMQ_POLLIN}};
+        cr_assert(zmq_poll(items, 2, 1000) >= 0);
+        while (items[0].revents & ZMQ_POLLIN) {
+            /* [client id][body]: straight back. */
+            char id[256];
+            int n = zmq_recv(worker, id, sizeof(id), ZMQ_DONTWAIT);
+            if (n < 0)
+                break;
+            int m = zmq_recv(worker, body, sizeof(body), 0);
+            cr_assert_eq(m, FLOOD_BYTES);
+            cr_assert_eq(zmq_send(worker, id, (size_t)n, ZMQ_SNDMORE), n);
+            cr_assert_eq(zmq_send(worker, body, sizeof(body), 0), FLOOD_BYTES);
+        }
+        while (items[1].revents & ZMQ_POLLIN) {
+            int m = zmq_recv(client, body, sizeof(body), ZMQ_DONTWAIT);
+            if (m < 0)
+                break;
+            cr_assert_eq(m, FLOOD_BYTES);
+            unsigned seq;
+            memcpy(&seq, body, sizeof(seq));
+            cr_assert_eq(seq, answered, "reply %u out of order (%u)", answered, seq);
+            answered++;
+        }
+    }
+    cr_log_info("the broker pushed back after %u requests of %d bytes", sent, FLOOD_BYTES);
+    zmq_close(client);
+    zmq_close(worker);
+    cr_assert_eq(proc_signal_and_wait(broker, SIGINT), 0, "stderr:\n%s", broker->errlog);
+}
+
 /* --- mcq-cat ------------------------------------------------------------------------------- */
 
 static void expect_line(struct proc *p, const char *want)

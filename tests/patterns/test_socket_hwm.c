@@ -80,10 +80,11 @@ Test(socket_hwm, rcvhwm_by_type)
     mcq_socket_close(push);
 }
 
-/* A libzmq DEALER whose sends block (time out) as soon as TCP backpressure reaches it. */
-static void *z_blocking_sender(void)
+/* A libzmq socket of `type` whose sends block (time out) as soon as TCP backpressure
+ * reaches it. */
+static void *z_blocking_sender(int type)
 {
-    void *z = z_socket(ZMQ_DEALER);
+    void *z = z_socket(type);
     int v = 1;
     zmq_setsockopt(z, ZMQ_SNDHWM, &v, sizeof(v));
     v = Z_SNDBUF_BYTES;
@@ -171,7 +172,7 @@ Test(socket_hwm, rcvhwm_pauses_held_input)
     /* The first libzmq socket goes away; a second one on the same endpoint gets our peer's
      * reconnection. */
     z_close(first);
-    void *z = z_blocking_sender();
+    void *z = z_blocking_sender(ZMQ_DEALER);
     void *mon = z_monitor(z, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
     int rc = -1;
     for (unsigned i = 0; i < REBIND_TRIES && rc != 0; i++) {
@@ -208,7 +209,7 @@ Test(socket_hwm, rcvhwm_pauses_input_waiting_for_its_id)
         snprintf(id, sizeof(id), "id-%u", i);
         arbiter = (unsigned)(mcq_siphash24(app.s->hkey, id, strlen(id)) % T_SHARDS);
     }
-    void *z = z_blocking_sender();
+    void *z = z_blocking_sender(ZMQ_DEALER);
     zmq_setsockopt(z, ZMQ_ROUTING_ID, id, strlen(id));
     void *mon = z_monitor(z, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
     z_bind(z, "tcp", ep, sizeof(ep));
@@ -223,6 +224,56 @@ Test(socket_hwm, rcvhwm_pauses_input_waiting_for_its_id)
     cr_assert(t_wait_count(&app.ups, 1, T_WAIT_S));
     expect_in_order(sent, 1, id);
     cr_assert(!probe_held(0).paused, "still paused after the held input went out");
+}
+
+/* --- mcq_socket_pause_input ------------------------------------------------------------------ */
+
+struct pause_job {
+    bool pause;
+    int rc;
+    struct test_event done;
+};
+
+static void task_pause_input(struct mcq_shard *sh, void *arg)
+{
+    struct pause_job *j = arg;
+    j->rc = mcq_socket_pause_input(sh, app.s, j->pause);
+    test_event_signal(&j->done);
+}
+
+static void pause_everywhere(bool pause)
+{
+    for (unsigned i = 0; i < T_SHARDS; i++) {
+        struct pause_job j = {.pause = pause};
+        test_event_init(&j.done);
+        cr_assert_eq(mcq_runtime_post(app.rt, i, task_pause_input, &j), 0);
+        cr_assert(test_event_wait(&j.done, 1, T_WAIT_S), "shard %u never ran the pause", i);
+        cr_assert_eq(j.rc, 0, "shard %u: mcq_socket_pause_input %d", i, j.rc);
+    }
+}
+
+/* Our PULL pauses its input on every shard: a libzmq PUSH that connects then (so it starts
+ * paused) blocks on TCP backpressure with nothing delivered; after the resume every
+ * message arrives in order. The same again with the pause taken while it is connected. */
+Test(socket_hwm, pause_input_backpressures_the_sender)
+{
+    char ep[256];
+    t_socket(MCQ_PULL);
+    t_setopt_int(MCQ_LINGER, 0);
+    t_bind("tcp", ep, sizeof(ep));
+    pause_everywhere(true);
+    void *z = z_blocking_sender(ZMQ_PUSH);
+    cr_assert_eq(zmq_connect(z, ep), 0);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            pause_everywhere(true);
+        unsigned sent = send_until_blocked(z);
+        cr_assert_null(t_recv(0), "round %d: delivered while paused", round);
+        pause_everywhere(false);
+        expect_in_order(sent, 0, NULL);
+        cr_log_info("round %d: the sender blocked after %u messages of %d bytes", round, sent,
+                    RCV_MSG_BYTES);
+    }
 }
 
 /* --- SNDHWM_BYTES ---------------------------------------------------------------------------- */

@@ -41,6 +41,12 @@ int mcq_page_arena_init(struct mcq_arena *a)
 /* Gives a page's data and header back to jemalloc and the header slab. Owner thread. */
 static void page_destroy(struct mcq_arena *a, struct mcq_page *p)
 {
+    if (p->cls < PAGE_LARGE) {
+        mcq_stat_sub(&a->class_pages[p->cls], 1);
+    } else {
+        mcq_stat_sub(&a->large_pages, 1);
+        mcq_stat_sub(&a->large_bytes, p->ref._cap);
+    }
     mcq_arena_free(a, p->ref._data);
     mcq_slab_free(&a->page_headers, p);
 }
@@ -52,10 +58,9 @@ void mcq_page_arena_fini(struct mcq_arena *a)
             struct mcq_page *p = a->page_cache[c];
             a->page_cache[c] = p->next;
             ASAN_UNPOISON_MEMORY_REGION(p->ref._data, p->ref._cap);
-            mcq_stat_sub(&a->pages_cached, 1);
+            mcq_stat_sub(&a->cached_pages[c], 1);
             page_destroy(a, p);
         }
-        a->page_cache_bytes[c] = 0;
     }
     mcq_slab_fini_internal(&a->page_headers);
     mcq_slab_fini_internal(&a->proxies);
@@ -77,8 +82,7 @@ int mcq_page_alloc(struct mcq_arena *a, size_t size, struct mcq_view *out)
     struct mcq_page *p = cls < PAGE_LARGE ? a->page_cache[cls] : NULL;
     if (p) {
         a->page_cache[cls] = p->next;
-        a->page_cache_bytes[cls] -= p->ref._cap;
-        mcq_stat_sub(&a->pages_cached, 1);
+        mcq_stat_sub(&a->cached_pages[cls], 1);
         ASAN_UNPOISON_MEMORY_REGION(p->ref._data, p->ref._cap);
     } else {
         uint32_t cap = cls < PAGE_LARGE ? page_class_size[cls] : (uint32_t)size;
@@ -95,12 +99,15 @@ int mcq_page_alloc(struct mcq_arena *a, size_t size, struct mcq_view *out)
             .cls = (uint8_t)cls,
             .owner = a,
         };
+        if (cls < PAGE_LARGE) {
+            mcq_stat_add(&a->class_pages[cls], 1);
+        } else {
+            mcq_stat_add(&a->large_pages, 1);
+            mcq_stat_add(&a->large_bytes, cap);
+        }
     }
     p->ref._local = 1;
     atomic_store_explicit(&p->shared, 1, memory_order_relaxed);
-    p->next = NULL;
-    mcq_stat_add(&a->pages_in_use, 1);
-    mcq_stat_add(&a->bytes_in_use, p->ref._cap);
     *out = (struct mcq_view){&p->ref, 0, (uint32_t)size};
     return 0;
 }
@@ -108,14 +115,12 @@ int mcq_page_alloc(struct mcq_arena *a, size_t size, struct mcq_view *out)
 /* The page's atomic count reached zero on its owner thread: recycle or free it. */
 static void page_free_local(struct mcq_arena *a, struct mcq_page *p)
 {
-    mcq_stat_sub(&a->pages_in_use, 1);
-    mcq_stat_sub(&a->bytes_in_use, p->ref._cap);
     unsigned cls = p->cls;
-    if (cls < PAGE_LARGE && a->page_cache_bytes[cls] + p->ref._cap <= MCQ_PAGE_CACHE_MAX_BYTES) {
+    if (cls < PAGE_LARGE && atomic_load_explicit(&a->cached_pages[cls], memory_order_relaxed) <
+                                MCQ_PAGE_CACHE_MAX_BYTES / page_class_size[cls]) {
         p->next = a->page_cache[cls];
         a->page_cache[cls] = p;
-        a->page_cache_bytes[cls] += p->ref._cap;
-        mcq_stat_add(&a->pages_cached, 1);
+        mcq_stat_add(&a->cached_pages[cls], 1);
         /* Under ASan a view used after its last unref traps until the page is reused. */
         ASAN_POISON_MEMORY_REGION(p->ref._data, p->ref._cap);
         return;
@@ -163,6 +168,30 @@ void mcq_view_release(struct mcq_ref *r)
     struct mcq_page *p = x->page;
     mcq_slab_free(&x->holder->proxies, x);
     page_drop_shared(p);
+}
+
+static uint64_t stat_read(const _Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+void mcq_page_arena_stats(const struct mcq_arena *a, struct mcq_arena_stats *out)
+{
+    uint64_t pages = stat_read(&a->large_pages), bytes = stat_read(&a->large_bytes), cached = 0;
+    for (unsigned c = 0; c < MCQ_PAGE_CLASSES; c++) {
+        /* Cached first: a page counts in class_pages before it can be cached, so another
+         * thread's snapshot cannot see more cached than held unless a page was destroyed
+         * in between; the clamp covers that. */
+        uint64_t k = stat_read(&a->cached_pages[c]);
+        uint64_t held = stat_read(&a->class_pages[c]);
+        uint64_t used = held > k ? held - k : 0;
+        pages += used;
+        bytes += used * page_class_size[c];
+        cached += k;
+    }
+    out->pages_in_use = pages;
+    out->bytes_in_use = bytes;
+    out->pages_cached = cached;
 }
 
 int mcq_view_copy_out(struct mcq_arena *a, const struct mcq_view *v, struct mcq_view *out)

@@ -32,10 +32,10 @@ struct mcq_arena {
     struct mcq_slab proxies;                       /* struct mcq_proxy (page.c) */
     struct mcq_page *page_cache[MCQ_PAGE_CLASSES]; /* free pages, by class */
 
-    /* Written by the owner only (see mcq_stat_add); other threads may read them. */
-    /* Pages of each recycled class held from jemalloc (in use or cached), and of those the
-     * cached ones: the in-use figures are their difference, so a page taken from or given
-     * back to the cache, once per message on the hot paths, updates one counter. */
+    /* Written by the owner only (see mcq_stat_add); other threads may read them. Per
+     * recycled class: pages held from jemalloc (in use or cached), and of those the cached
+     * ones. The in-use figures are their difference, so a page taken from or given back to
+     * the cache, once per message on the hot paths, updates one counter. */
     _Atomic uint64_t class_pages[MCQ_PAGE_CLASSES], cached_pages[MCQ_PAGE_CLASSES];
     _Atomic uint64_t large_pages, large_bytes; /* exact-size pages in use (never cached) */
     _Atomic uint64_t objects_in_use, proxies_in_use;

@@ -103,17 +103,15 @@ void mcq_arena_stats(const struct mcq_arena *a, struct mcq_arena_stats *out)
     uint64_t reclaimed = stat_read(&a->remote_reclaimed);
     uint64_t total = stat_read(&a->remote_frees_total);
     *out = (struct mcq_arena_stats){
-        .bytes_in_use = stat_read(&a->bytes_in_use),
-        .pages_in_use = stat_read(&a->pages_in_use),
         .objects_in_use = stat_read(&a->objects_in_use),
         .proxies_in_use = stat_read(&a->proxies_in_use),
-        .pages_cached = stat_read(&a->pages_cached),
         .remote_frees_pending = total > reclaimed ? total - reclaimed : 0,
         .remote_frees_total = total,
         .backend_allocs = stat_read(&a->backend_allocs),
         .backend_frees = stat_read(&a->backend_frees),
         .backend_bytes = stat_read(&a->backend_bytes),
     };
+    mcq_page_arena_stats(a, out);
 }
 
 void *mcq_arena_alloc(struct mcq_arena *a, size_t size, size_t align)

@@ -31,10 +31,14 @@ struct mcq_arena {
     struct mcq_slab page_headers;                  /* struct mcq_page */
     struct mcq_slab proxies;                       /* struct mcq_proxy (page.c) */
     struct mcq_page *page_cache[MCQ_PAGE_CLASSES]; /* free pages, by class */
-    uint64_t page_cache_bytes[MCQ_PAGE_CLASSES];
 
-    /* Written by the owner only (see mcq_stat_add); other threads may read them. */
-    _Atomic uint64_t bytes_in_use, pages_in_use, objects_in_use, proxies_in_use, pages_cached;
+    /* Written by the owner only (see mcq_stat_add); other threads may read them. Per
+     * recycled class: pages held from jemalloc (in use or cached), and of those the cached
+     * ones. The in-use figures are their difference, so a page taken from or given back to
+     * the cache, once per message on the hot paths, updates one counter. */
+    _Atomic uint64_t class_pages[MCQ_PAGE_CLASSES], cached_pages[MCQ_PAGE_CLASSES];
+    _Atomic uint64_t large_pages, large_bytes; /* exact-size pages in use (never cached) */
+    _Atomic uint64_t objects_in_use, proxies_in_use;
     _Atomic uint64_t headers_in_use, remote_reclaimed;
     _Atomic uint64_t backend_allocs, backend_frees, backend_bytes;
 
@@ -68,5 +72,8 @@ int mcq_slab_fini_internal(struct mcq_slab *s);
 int mcq_page_arena_init(struct mcq_arena *a);
 /* Frees every cached page and the page slabs (page.c). Only when no page is in use. */
 void mcq_page_arena_fini(struct mcq_arena *a);
+/* Fills the page counters of *out (bytes_in_use, pages_in_use, pages_cached) (page.c).
+ * Any thread; another thread's snapshot may be a few pages off, never negative. */
+void mcq_page_arena_stats(const struct mcq_arena *a, struct mcq_arena_stats *out);
 
 #endif

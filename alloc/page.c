@@ -9,7 +9,14 @@
 
 /* Data bytes of the recycled classes: small classes give copied-out frames a right-sized
  * home; the largest is the standard read page. */
-static const uint32_t page_class_size[MCQ_PAGE_CLASSES] = {256, 1024, 4096, 16384, MCQ_PAGE_SIZE};
+#define PAGE_CLASS_SIZES(X) X(256) X(1024) X(4096) X(16384) X(MCQ_PAGE_SIZE)
+#define PAGE_CLASS_SIZE(bytes) (bytes),
+#define PAGE_CLASS_CACHE_MAX(bytes) (MCQ_PAGE_CACHE_MAX_BYTES / (bytes)),
+static const uint32_t page_class_size[MCQ_PAGE_CLASSES] = {PAGE_CLASS_SIZES(PAGE_CLASS_SIZE)};
+/* Free pages each class keeps (MCQ_PAGE_CACHE_MAX_BYTES of them), as constants: a division
+ * per freed page was a visible share of a 64 B send. */
+static const uint32_t page_class_cache_max[MCQ_PAGE_CLASSES] = {
+    PAGE_CLASS_SIZES(PAGE_CLASS_CACHE_MAX)};
 /* Class index of exact-size pages that go back to jemalloc. */
 #define PAGE_LARGE MCQ_PAGE_CLASSES
 
@@ -41,6 +48,12 @@ int mcq_page_arena_init(struct mcq_arena *a)
 /* Gives a page's data and header back to jemalloc and the header slab. Owner thread. */
 static void page_destroy(struct mcq_arena *a, struct mcq_page *p)
 {
+    if (p->cls < PAGE_LARGE) {
+        mcq_stat_sub(&a->class_pages[p->cls], 1);
+    } else {
+        mcq_stat_sub(&a->large_pages, 1);
+        mcq_stat_sub(&a->large_bytes, p->ref._cap);
+    }
     mcq_arena_free(a, p->ref._data);
     mcq_slab_free(&a->page_headers, p);
 }
@@ -52,10 +65,9 @@ void mcq_page_arena_fini(struct mcq_arena *a)
             struct mcq_page *p = a->page_cache[c];
             a->page_cache[c] = p->next;
             ASAN_UNPOISON_MEMORY_REGION(p->ref._data, p->ref._cap);
-            mcq_stat_sub(&a->pages_cached, 1);
+            mcq_stat_sub(&a->cached_pages[c], 1);
             page_destroy(a, p);
         }
-        a->page_cache_bytes[c] = 0;
     }
     mcq_slab_fini_internal(&a->page_headers);
     mcq_slab_fini_internal(&a->proxies);
@@ -69,38 +81,51 @@ static unsigned page_class(size_t size)
     return PAGE_LARGE;
 }
 
+/* mcq_page_alloc's miss: a new page of class cls (cap `size` for PAGE_LARGE) from
+ * jemalloc. Out of line so the cache hit saves no registers for it. NULL when out of memory. */
+static __attribute__((noinline)) struct mcq_page *page_new(struct mcq_arena *a, unsigned cls,
+                                                           size_t size)
+{
+    uint32_t cap = cls < PAGE_LARGE ? page_class_size[cls] : (uint32_t)size;
+    struct mcq_page *p = mcq_slab_alloc(&a->page_headers);
+    if (!p)
+        return NULL;
+    uint8_t *data = mcq_arena_alloc(a, cap, 0);
+    if (!data) {
+        mcq_slab_free(&a->page_headers, p);
+        return NULL;
+    }
+    *p = (struct mcq_page){
+        .ref = {._data = data, ._cap = cap, ._kind = MCQ_REF_PAGE},
+        .cls = (uint8_t)cls,
+        .owner = a,
+    };
+    if (cls < PAGE_LARGE) {
+        mcq_stat_add(&a->class_pages[cls], 1);
+    } else {
+        mcq_stat_add(&a->large_pages, 1);
+        mcq_stat_add(&a->large_bytes, cap);
+    }
+    return p;
+}
+
 int mcq_page_alloc(struct mcq_arena *a, size_t size, struct mcq_view *out)
 {
     if (size > MCQ_PAGE_MAX)
         return -EINVAL;
     unsigned cls = page_class(size);
     struct mcq_page *p = cls < PAGE_LARGE ? a->page_cache[cls] : NULL;
-    if (p) {
+    if (__builtin_expect(p != NULL, 1)) {
         a->page_cache[cls] = p->next;
-        a->page_cache_bytes[cls] -= p->ref._cap;
-        mcq_stat_sub(&a->pages_cached, 1);
+        mcq_stat_sub(&a->cached_pages[cls], 1);
         ASAN_UNPOISON_MEMORY_REGION(p->ref._data, p->ref._cap);
     } else {
-        uint32_t cap = cls < PAGE_LARGE ? page_class_size[cls] : (uint32_t)size;
-        p = mcq_slab_alloc(&a->page_headers);
+        p = page_new(a, cls, size);
         if (!p)
             return -ENOMEM;
-        uint8_t *data = mcq_arena_alloc(a, cap, 0);
-        if (!data) {
-            mcq_slab_free(&a->page_headers, p);
-            return -ENOMEM;
-        }
-        *p = (struct mcq_page){
-            .ref = {._data = data, ._cap = cap, ._kind = MCQ_REF_PAGE},
-            .cls = (uint8_t)cls,
-            .owner = a,
-        };
     }
     p->ref._local = 1;
     atomic_store_explicit(&p->shared, 1, memory_order_relaxed);
-    p->next = NULL;
-    mcq_stat_add(&a->pages_in_use, 1);
-    mcq_stat_add(&a->bytes_in_use, p->ref._cap);
     *out = (struct mcq_view){&p->ref, 0, (uint32_t)size};
     return 0;
 }
@@ -108,14 +133,12 @@ int mcq_page_alloc(struct mcq_arena *a, size_t size, struct mcq_view *out)
 /* The page's atomic count reached zero on its owner thread: recycle or free it. */
 static void page_free_local(struct mcq_arena *a, struct mcq_page *p)
 {
-    mcq_stat_sub(&a->pages_in_use, 1);
-    mcq_stat_sub(&a->bytes_in_use, p->ref._cap);
     unsigned cls = p->cls;
-    if (cls < PAGE_LARGE && a->page_cache_bytes[cls] + p->ref._cap <= MCQ_PAGE_CACHE_MAX_BYTES) {
+    if (cls < PAGE_LARGE && atomic_load_explicit(&a->cached_pages[cls], memory_order_relaxed) <
+                                page_class_cache_max[cls]) {
         p->next = a->page_cache[cls];
         a->page_cache[cls] = p;
-        a->page_cache_bytes[cls] += p->ref._cap;
-        mcq_stat_add(&a->pages_cached, 1);
+        mcq_stat_add(&a->cached_pages[cls], 1);
         /* Under ASan a view used after its last unref traps until the page is reused. */
         ASAN_POISON_MEMORY_REGION(p->ref._data, p->ref._cap);
         return;
@@ -163,6 +186,30 @@ void mcq_view_release(struct mcq_ref *r)
     struct mcq_page *p = x->page;
     mcq_slab_free(&x->holder->proxies, x);
     page_drop_shared(p);
+}
+
+static uint64_t stat_read(const _Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+void mcq_page_arena_stats(const struct mcq_arena *a, struct mcq_arena_stats *out)
+{
+    uint64_t pages = stat_read(&a->large_pages), bytes = stat_read(&a->large_bytes), cached = 0;
+    for (unsigned c = 0; c < MCQ_PAGE_CLASSES; c++) {
+        /* Cached first: a page counts in class_pages before it can be cached, so another
+         * thread's snapshot cannot see more cached than held unless a page was destroyed
+         * in between; the clamp covers that. */
+        uint64_t k = stat_read(&a->cached_pages[c]);
+        uint64_t held = stat_read(&a->class_pages[c]);
+        uint64_t used = held > k ? held - k : 0;
+        pages += used;
+        bytes += used * page_class_size[c];
+        cached += k;
+    }
+    out->pages_in_use = pages;
+    out->bytes_in_use = bytes;
+    out->pages_cached = cached;
 }
 
 int mcq_view_copy_out(struct mcq_arena *a, const struct mcq_view *v, struct mcq_view *out)

@@ -17,9 +17,13 @@
 
 /* The provided buffer ring of a shard: RING_ENTRIES buffers of RECV_BUF_BYTES, each its own
  * page, so a view the layer above keeps pins only its own buffer, and its slot is refilled
- * with a fresh page at the end of the turn. 512 x 16 KiB = 8 MiB per shard. */
+ * with a fresh page at the end of the turn. The kernel takes buffers in ring order while the
+ * refill hands back the page freed last, so the kernel's copy cycles through every buffer of
+ * the ring: 64 x 16 KiB = 1 MiB stays in a core's L2, where 512 (8 MiB) made the receive
+ * copy miss (64 B PUSH->PULL: ~20.5 -> ~23 M msg/s). A turn that takes more buffers than
+ * this ends a multishot receive with -ENOBUFS, which re-arms after the refill. */
 #define RECV_BUF_BYTES 16384u
-#define RING_ENTRIES 512u
+#define RING_ENTRIES 64u
 #define RING_BGID 1                /* buffer group id; one group per shard ring */
 #define SEND_IOV_MAX 64u           /* iovecs per vectored send */
 #define QUEUE_MIN_CAP 8u           /* first allocation of a view queue, in views */

@@ -44,7 +44,6 @@
 #define COPY_BODY_MAX 256u          /* bodies up to this size are copied next to their header */
 #define RECONNECT_JITTER_DIV 4      /* jitter adds up to 1/this of the reconnect delay */
 #define RECONNECT_MIN_MS 1u         /* RECONNECT_IVL 0 still yields to the loop between tries */
-#define NS_PER_MS 1000000ull
 #define ZAP_STATUS_OK 200u /* RFC 27 status: accepted (an owner without auth accepts all) */
 
 struct mcq_peer {
@@ -356,7 +355,7 @@ static void arm_timer(struct mcq_peer *p)
 static uint64_t linger_deadline(const struct mcq_peer *p)
 {
     unsigned ms = p->cfg->conn.linger_ms ? p->cfg->conn.linger_ms : MCQ_CONN_LINGER_MS_DEFAULT;
-    return mcq_shard_now_ns(p->sh) + (uint64_t)ms * NS_PER_MS;
+    return mcq_shard_now_ns(p->sh) + (uint64_t)ms * MCQ_NS_PER_MS;
 }
 
 /* Closes the current connection on our side (once; a later ABORT still upgrades a FLUSH):
@@ -505,7 +504,7 @@ static void conn_gone(struct mcq_peer *p, int reason)
         p->in_closed = false;
     }
     if (p->reconnect && !p->closing) {
-        mcq_timer_start(p->sh, &p->timer, (uint64_t)reconnect_delay(p) * NS_PER_MS, 0);
+        mcq_timer_start(p->sh, &p->timer, (uint64_t)reconnect_delay(p) * MCQ_NS_PER_MS, 0);
         return;
     }
     peer_free(p);
@@ -766,7 +765,7 @@ static void peer_timer(struct mcq_shard *sh, struct mcq_timer *t)
             return;
         }
         mcq_log_warn("peer %s: connect failed: %s; retrying", p->endpoint, strerror(-rc));
-        mcq_timer_start(sh, &p->timer, (uint64_t)reconnect_delay(p) * NS_PER_MS, 0);
+        mcq_timer_start(sh, &p->timer, (uint64_t)reconnect_delay(p) * MCQ_NS_PER_MS, 0);
         return;
     }
     if (p->lingering) {

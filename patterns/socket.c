@@ -12,11 +12,11 @@
 #include "patterns/msg_int.h"
 #include "patterns/socket_int.h"
 #include "runtime/log.h"
+#include "runtime/timer.h"
 
 #define LB_MIN_CAP 8u   /* first size of the load-balancing ring */
 #define DIR_MIN_CAP 16u /* first size of a directory table */
 #define OWN_MIN_CAP 16u /* first number of own slots */
-#define NS_PER_MS 1000000ull
 
 /* --- small queues --------------------------------------------------------------------------- */
 
@@ -1314,7 +1314,7 @@ static void part_close(struct mcq_part *pt)
         backlog_flush(ps);
         /* LINGER -1 is the connection's linger of a day, like any other bound. */
         mcq_peer_close_by(ps->peer,
-                          pt->quiet_ns + (uint64_t)ps->cfg->pcfg.conn.linger_ms * NS_PER_MS);
+                          pt->quiet_ns + (uint64_t)ps->cfg->pcfg.conn.linger_ms * MCQ_NS_PER_MS);
     }
     maybe_fence(pt);
 }

@@ -28,7 +28,6 @@
 #define SEND_IOV_MAX 64u           /* iovecs per vectored send */
 #define QUEUE_MIN_CAP 8u           /* first allocation of a view queue, in views */
 #define REFILL_RETRY_NS 1000000ull /* after a failed page allocation, 1 ms */
-#define NS_PER_MS 1000000ull
 
 enum conn_state {
     CONN_CONNECTING,
@@ -488,7 +487,7 @@ static void conn_stop_recv(struct mcq_conn *c)
 /* The end of a flush that starts now and lasts linger_ms. */
 static uint64_t linger_deadline(const struct mcq_conn *c)
 {
-    return mcq_shard_now_ns(c->m->sh) + (uint64_t)c->linger_ms * NS_PER_MS;
+    return mcq_shard_now_ns(c->m->sh) + (uint64_t)c->linger_ms * MCQ_NS_PER_MS;
 }
 
 /* Moves the connection to CLOSING (once): schedules on_close, drops held input, and either
@@ -840,7 +839,7 @@ int mcq_conn_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
     c->connect_inflight = true;
     conn_op_start(c);
     if (timeout_ms)
-        mcq_timer_start(sh, &c->timer, (uint64_t)timeout_ms * NS_PER_MS, 0);
+        mcq_timer_start(sh, &c->timer, (uint64_t)timeout_ms * MCQ_NS_PER_MS, 0);
     *out = c;
     return 0;
 }
@@ -848,30 +847,39 @@ int mcq_conn_connect(struct mcq_shard *sh, const char *endpoint, const struct mc
 /* --- the rest of the API ------------------------------------------------------------------------
  */
 
-/* Queues *v (taking its reference) for sending. A view that continues the last queued one
- * in the same page (batched headers and small bodies) just extends it, so one iovec can
- * carry many small messages. 0 or -ENOMEM (v untouched). */
-static int out_append(struct mcq_conn *c, struct mcq_view *v)
+/* Grows the last queued view by len bytes when bytes [off, off + len) of ref directly
+ * follow it (batched headers and small bodies in one page), so one iovec carries many
+ * small messages. No new reference: the last view holds one on the page already. */
+static bool out_extend(struct mcq_conn *c, const struct mcq_ref *ref, uint32_t off, uint32_t len)
 {
     struct view_queue *q = &c->out;
-    if (q->len) {
-        struct mcq_view *last = vq_at(q, q->len - 1);
-        if (last->ref == v->ref && last->off + last->len == v->off &&
-            v->len <= UINT32_MAX - last->len) {
-            last->len += v->len;
-            c->out_bytes += v->len;
-            mcq_view_unref(v);
-            return 0;
-        }
+    if (!q->len)
+        return false;
+    struct mcq_view *last = vq_at(q, q->len - 1);
+    if (last->ref != ref || last->off + last->len != off || len > UINT32_MAX - last->len)
+        return false;
+    last->len += len;
+    c->out_bytes += len;
+    return true;
+}
+
+/* Queues *v (taking its reference) for sending, extending the last view when it can.
+ * 0 or -ENOMEM (v untouched). */
+static int out_append(struct mcq_conn *c, struct mcq_view *v)
+{
+    if (out_extend(c, v->ref, v->off, v->len)) {
+        mcq_view_unref(v);
+        return 0;
     }
-    if (vq_push(c->m->arena, q, v) < 0)
+    if (vq_push(c->m->arena, &c->out, v) < 0)
         return -ENOMEM;
     c->out_bytes += v->len;
     *v = (struct mcq_view){0};
     return 0;
 }
 
-int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v)
+/* Whether a send may queue now: 0, or the error every send function returns. */
+static int send_check(struct mcq_conn *c)
 {
     if (c->state == CONN_CONNECTING)
         return -ENOTCONN;
@@ -881,28 +889,37 @@ int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v)
         c->want_writable = true;
         return -EAGAIN;
     }
+    return 0;
+}
+
+/* After a send queued bytes: ask for room when the queue filled, send at the turn's end. */
+static void send_queued(struct mcq_conn *c)
+{
+    if (conn_queue_full(c))
+        c->want_writable = true;
+    mcq_shard_defer(c->m->sh, &c->turn);
+}
+
+int mcq_conn_send(struct mcq_conn *c, struct mcq_view *v)
+{
+    int rc = send_check(c);
+    if (rc < 0)
+        return rc;
     if (v->len == 0) {
         mcq_view_unref(v);
         return 0;
     }
     if (out_append(c, v) < 0)
         return -ENOMEM;
-    if (conn_queue_full(c))
-        c->want_writable = true;
-    mcq_shard_defer(c->m->sh, &c->turn);
+    send_queued(c);
     return 0;
 }
 
 int mcq_conn_sendv(struct mcq_conn *c, struct mcq_view *v, unsigned n)
 {
-    if (c->state == CONN_CONNECTING)
-        return -ENOTCONN;
-    if (c->state != CONN_OPEN || c->shut_requested)
-        return -EPIPE;
-    if (conn_queue_full(c)) {
-        c->want_writable = true;
-        return -EAGAIN;
-    }
+    int rc = send_check(c);
+    if (rc < 0)
+        return rc;
     if (vq_reserve(c->m->arena, &c->out, n) < 0)
         return -ENOMEM;
     for (unsigned i = 0; i < n; i++) {
@@ -912,41 +929,28 @@ int mcq_conn_sendv(struct mcq_conn *c, struct mcq_view *v, unsigned n)
         }
         out_append(c, &v[i]); /* cannot fail: room was reserved */
     }
-    if (conn_queue_full(c))
-        c->want_writable = true;
-    mcq_shard_defer(c->m->sh, &c->turn);
+    send_queued(c);
     return 0;
 }
 
 int mcq_conn_send_slice(struct mcq_conn *c, const struct mcq_view *page, uint32_t off, uint32_t len)
 {
-    if (c->state != CONN_OPEN || c->shut_requested)
-        return c->state == CONN_CONNECTING ? -ENOTCONN : -EPIPE;
-    if (conn_queue_full(c)) {
-        c->want_writable = true;
-        return -EAGAIN;
-    }
+    int rc = send_check(c);
+    if (rc < 0)
+        return rc;
     if (off > page->len || len > page->len - off)
         return -EINVAL;
     if (len == 0)
         return 0;
-    struct view_queue *q = &c->out;
-    struct mcq_view *last = q->len ? vq_at(q, q->len - 1) : NULL;
-    if (last && last->ref == page->ref && last->off + last->len == page->off + off &&
-        len <= UINT32_MAX - last->len) {
-        last->len += len;
-    } else {
+    if (!out_extend(c, page->ref, page->off + off, len)) {
         struct mcq_view v;
         mcq_view_slice(page, off, len, &v);
-        if (vq_push(c->m->arena, q, &v) < 0) {
+        if (out_append(c, &v) < 0) {
             mcq_view_unref(&v);
             return -ENOMEM;
         }
     }
-    c->out_bytes += len;
-    if (conn_queue_full(c))
-        c->want_writable = true;
-    mcq_shard_defer(c->m->sh, &c->turn);
+    send_queued(c);
     return 0;
 }
 

@@ -7,6 +7,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Timers and the shard clock count nanoseconds; options and configs count milliseconds. */
+#define MCQ_NS_PER_MS 1000000ull
+
 struct mcq_shard;
 struct mcq_timer;
 
